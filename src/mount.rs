@@ -1,0 +1,1 @@
+//! Mounting and serving (placeholder).

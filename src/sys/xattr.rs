@@ -1,0 +1,111 @@
+//! Extended attributes of one name inside a directory fd, never following a symlink.
+//!
+//! Linux has no `fgetxattrat` before 6.13, and `fgetxattr` refuses `O_PATH` fds, so a name is
+//! reached as `/proc/self/fd/<dirfd>/<name>` with the `l*xattr` calls: the kernel resolves the
+//! magic link to the directory we already hold, and the `l` variants do not follow `name`.
+
+use std::ffi::{OsStr, OsString};
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+
+use super::{Errno, SysResult};
+
+pub use rustix::fs::XattrFlags;
+
+/// `/proc/self/fd/<dir>/<name>`: a path that names an fd we hold, plus one final component.
+fn proc_path(dir: BorrowedFd<'_>, name: &OsStr) -> OsString {
+    let mut path = format!("/proc/self/fd/{}", dir.as_raw_fd()).into_bytes();
+    if !name.is_empty() {
+        path.push(b'/');
+        path.extend_from_slice(name.as_bytes());
+    }
+    OsString::from_vec(path)
+}
+
+/// Reads a whole value, growing the buffer if it changes size between the two calls.
+pub fn get(dir: BorrowedFd<'_>, name: &OsStr, key: &OsStr) -> SysResult<Vec<u8>> {
+    let path = proc_path(dir, name);
+    loop {
+        let size = rustix::fs::lgetxattr_query(&path, key)?;
+        let mut buf = vec![0u8; size];
+        match rustix::fs::lgetxattr(&path, key, &mut buf[..]) {
+            Ok(n) => {
+                buf.truncate(n);
+                return Ok(buf);
+            }
+            Err(Errno::RANGE) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Like `get`, but a missing attribute (or no xattr support) is `None`.
+pub fn get_opt(dir: BorrowedFd<'_>, name: &OsStr, key: &OsStr) -> SysResult<Option<Vec<u8>>> {
+    match get(dir, name, key) {
+        Ok(v) => Ok(Some(v)),
+        Err(Errno::NODATA) | Err(Errno::NOTSUP) | Err(Errno::PERM) | Err(Errno::ACCESS) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+pub fn set(
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
+    key: &OsStr,
+    value: &[u8],
+    flags: XattrFlags,
+) -> SysResult<()> {
+    rustix::fs::lsetxattr(proc_path(dir, name), key, value, flags)
+}
+
+pub fn remove(dir: BorrowedFd<'_>, name: &OsStr, key: &OsStr) -> SysResult<()> {
+    rustix::fs::lremovexattr(proc_path(dir, name), key)
+}
+
+/// All attribute names of one entry.
+pub fn list(dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<Vec<OsString>> {
+    let path = proc_path(dir, name);
+    loop {
+        let size = match rustix::fs::llistxattr_query(&path) {
+            Ok(n) => n,
+            Err(Errno::NOTSUP) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut buf = vec![0u8; size];
+        match rustix::fs::llistxattr(&path, &mut buf[..]) {
+            Ok(n) => return Ok(split_names(&buf[..n])),
+            Err(Errno::RANGE) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Splits the kernel's NUL-separated name list.
+pub fn split_names(raw: &[u8]) -> Vec<OsString> {
+    raw.split(|&b| b == 0)
+        .filter(|n| !n.is_empty())
+        .map(|n| OsString::from_vec(n.to_vec()))
+        .collect()
+}
+
+/// Joins names back into the kernel's NUL-terminated list format.
+pub fn join_names(names: &[OsString]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for n in names {
+        out.extend_from_slice(n.as_bytes());
+        out.push(0);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        let names = split_names(b"user.a\0trusted.b\0");
+        assert_eq!(names, vec![OsString::from("user.a"), OsString::from("trusted.b")]);
+        assert_eq!(join_names(&names), b"user.a\0trusted.b\0");
+    }
+}
