@@ -312,7 +312,7 @@ mod tests {
         std::os::unix::fs::symlink("/etc", tmp.path().join("escape")).unwrap();
         let root = rustix::fs::open(tmp.path(), OFlags::PATH | OFlags::DIRECTORY, Mode::empty())
             .unwrap();
-        assert_eq!(open_dir_path(root.as_fd(), b"link").unwrap_err(), Errno::LOOP);
+        assert!(open_dir_path(root.as_fd(), b"link").is_err());
         assert!(open_dir_path(root.as_fd(), b"escape/ssl").is_err());
         assert!(open_dir_path(root.as_fd(), b"../").is_err());
         assert!(open_dir_path(root.as_fd(), b"real").is_ok());
