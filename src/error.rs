@@ -17,6 +17,9 @@ pub enum SetupError {
     Io { context: String, source: std::io::Error },
     /// The environment lacks something the mount needs (`/dev/fuse`, `fusermount3`).
     Environment(String),
+    /// The background daemon failed and already printed why on the stderr it shares with the
+    /// launcher, which exits with the daemon's code and prints nothing more.
+    DaemonFailed(i32),
 }
 
 impl SetupError {
@@ -32,6 +35,7 @@ impl SetupError {
     pub fn exit_code(&self) -> i32 {
         match self {
             SetupError::Usage(_) => 2,
+            SetupError::DaemonFailed(code) => *code,
             _ => 1,
         }
     }
@@ -45,6 +49,7 @@ impl fmt::Display for SetupError {
             SetupError::Conflict(msg) => write!(f, "{msg}"),
             SetupError::Io { context, source } => write!(f, "{context}: {source}"),
             SetupError::Environment(msg) => write!(f, "{msg}"),
+            SetupError::DaemonFailed(code) => write!(f, "the mount daemon failed (exit {code})"),
         }
     }
 }

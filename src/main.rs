@@ -1,1 +1,72 @@
-fn main() {}
+//! The `unionfs-rs` command: parse, set up logging, mount, and map errors to exit codes.
+//!
+//! Invariant: a failure is reported as exactly one line on stderr, `unionfs-rs: <message>`, and a
+//! non-zero exit (2 for usage errors), because container tools put our stderr verbatim into
+//! their own error message. Warnings are also one line each, printed once: the background
+//! daemon, which re-parses the same arguments, keeps quiet about them.
+
+use std::process::ExitCode;
+
+use tracing_subscriber::EnvFilter;
+use unionfs_rs::cli::{self, Command};
+use unionfs_rs::error::SetupError;
+use unionfs_rs::mount;
+
+fn main() -> ExitCode {
+    let invocation = match cli::parse_args(std::env::args_os()) {
+        Ok(Command::Mount(invocation)) => invocation,
+        Ok(Command::Print(text)) => {
+            print!("{text}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => return fail(&e),
+    };
+    init_logging(invocation.debug);
+    if !invocation.daemon_child {
+        for warning in &invocation.warnings {
+            eprintln!("unionfs-rs: {}", one_line(warning));
+        }
+    }
+    let result = if invocation.daemon_child {
+        mount::run_daemon(invocation.config)
+    } else {
+        mount::run(invocation.config)
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+/// Prints `e` (unless the daemon already did) and returns its exit code.
+fn fail(e: &SetupError) -> ExitCode {
+    if !matches!(e, SetupError::DaemonFailed(_)) {
+        eprintln!("unionfs-rs: {}", one_line(&e.to_string()));
+    }
+    ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(1).max(1))
+}
+
+/// Messages from below (fusermount3's stderr, io errors) may span lines; keep ours to one.
+fn one_line(msg: &str) -> String {
+    let parts: Vec<&str> = msg
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    parts.join("; ")
+}
+
+/// Logs go to stderr: `-d` means debug for everything (fuser logs each request), else
+/// `RUST_LOG`, else warnings of our own only (fuser warns about routine events such as an
+/// unmount from outside).
+fn init_logging(debug: bool) {
+    let filter = if debug {
+        EnvFilter::new("debug")
+    } else {
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn,fuser=error"))
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
