@@ -1,0 +1,176 @@
+//! Attributes: what `stat` shows for a merged object, and `setattr` (chmod, chown, truncate,
+//! utimens), which copies the object up first.
+//!
+//! `st_ino` is the node's inode number (see `inode`), never the real one. A merged directory
+//! reports `st_nlink` 1, as kernel overlayfs does: counting subdirectories across layers is not
+//! worth it, and 1 tells `find` not to rely on the count. An unlinked object that is still open
+//! reports `st_nlink` 0. Kernel analog: `ovl_getattr`, `ovl_setattr`.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fuser::{FileAttr, FileType, INodeNo};
+
+use crate::copy_up::CopyUpData;
+use crate::handles::Fh;
+use crate::inode::{Kind, Node};
+use crate::sys::{self, Errno, OFlags, Stat, SysResult};
+use crate::union::Union;
+
+/// A new time for `utimens`.
+#[derive(Debug, Clone, Copy)]
+pub enum NewTime {
+    Now,
+    At(SystemTime),
+}
+
+/// The changes of one `setattr` request.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct AttrChanges {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<NewTime>,
+    pub mtime: Option<NewTime>,
+}
+
+impl Union {
+    /// `stat` of a node as the kernel should see it.
+    pub fn attr_of(&self, node: &Node, st: &Stat) -> FileAttr {
+        let merged_dir = node.kind.is_dir() && node.placement().dir_layers.len() > 1;
+        let nlink = if node.is_unlinked() {
+            0
+        } else if node.kind.is_dir() && (merged_dir || self.opts.static_nlink) {
+            1
+        } else {
+            st.st_nlink as u32
+        };
+        to_file_attr(node.ino, st, nlink)
+    }
+
+    pub fn getattr(&self, node: &Node) -> SysResult<FileAttr> {
+        let st = self.stat_node(node)?;
+        Ok(self.attr_of(node, &st))
+    }
+
+    /// Applies `changes` to the upper copy of `node`, copying it up first.
+    pub fn setattr(&self, node: &std::sync::Arc<Node>, changes: AttrChanges, fh: Option<Fh>) -> SysResult<FileAttr> {
+        if self.read_only() {
+            return Err(Errno::ROFS);
+        }
+        let data = match changes.size {
+            Some(n) => CopyUpData::Truncated(n),
+            None => CopyUpData::Full,
+        };
+        self.copy_up(node, data)?;
+        let (dir, name) = self.parent_dir_in(node, self.upper_idx()?)?;
+        let d = std::os::fd::AsFd::as_fd(&dir);
+        if changes.uid.is_some() || changes.gid.is_some() {
+            sys::chown_at(d, &name, changes.uid, changes.gid)?;
+        }
+        if let Some(mode) = changes.mode {
+            if node.kind == Kind::Symlink {
+                return Err(Errno::OPNOTSUPP);
+            }
+            rustix::fs::chmodat(d, &name, sys::Mode::from_raw_mode(mode & 0o7777), sys::AtFlags::empty())?;
+        }
+        if let Some(size) = changes.size {
+            self.truncate(node, fh, size)?;
+        }
+        if changes.atime.is_some() || changes.mtime.is_some() {
+            let times = rustix::fs::Timestamps { last_access: timespec(changes.atime), last_modification: timespec(changes.mtime) };
+            sys::utimens_at(d, &name, &times)?;
+        }
+        self.getattr(node)
+    }
+
+    fn truncate(&self, node: &Node, fh: Option<Fh>, size: u64) -> SysResult<()> {
+        if node.kind.is_dir() {
+            return Err(Errno::ISDIR);
+        }
+        if let Some(fh) = fh {
+            if let Ok(file) = self.handles.file(fh) {
+                let fd = file.fd(self)?;
+                return sys::truncate_fd(std::os::fd::AsFd::as_fd(&*fd), size);
+            }
+        }
+        let fd = self.open_real(node, self.upper_idx()?, OFlags::WRONLY)?;
+        sys::truncate_fd(std::os::fd::AsFd::as_fd(&fd), size)
+    }
+}
+
+fn timespec(t: Option<NewTime>) -> rustix::fs::Timespec {
+    match t {
+        None => rustix::fs::Timespec { tv_sec: 0, tv_nsec: libc::UTIME_OMIT as _ },
+        Some(NewTime::Now) => rustix::fs::Timespec { tv_sec: 0, tv_nsec: libc::UTIME_NOW as _ },
+        Some(NewTime::At(t)) => {
+            let (sec, nsec) = match t.duration_since(UNIX_EPOCH) {
+                Ok(d) => (d.as_secs() as i64, d.subsec_nanos() as i64),
+                Err(e) => {
+                    let d = e.duration();
+                    let whole = -(d.as_secs() as i64) - i64::from(d.subsec_nanos() > 0);
+                    (whole, if d.subsec_nanos() > 0 { 1_000_000_000 - d.subsec_nanos() as i64 } else { 0 })
+                }
+            };
+            rustix::fs::Timespec { tv_sec: sec, tv_nsec: nsec as _ }
+        }
+    }
+}
+
+fn system_time(sec: i64, nsec: i64) -> SystemTime {
+    if sec >= 0 {
+        UNIX_EPOCH + Duration::new(sec as u64, nsec as u32)
+    } else {
+        UNIX_EPOCH - Duration::from_secs(sec.unsigned_abs()) + Duration::from_nanos(nsec as u64)
+    }
+}
+
+/// The FUSE view of a real `stat`, under the union's inode number.
+pub fn to_file_attr(ino: u64, st: &Stat, nlink: u32) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(ino),
+        size: st.st_size as u64,
+        blocks: st.st_blocks as u64,
+        atime: system_time(st.st_atime, st.st_atime_nsec as i64),
+        mtime: system_time(st.st_mtime, st.st_mtime_nsec as i64),
+        ctime: system_time(st.st_ctime, st.st_ctime_nsec as i64),
+        crtime: UNIX_EPOCH,
+        kind: file_type(Kind::from_mode(st.st_mode)),
+        perm: (st.st_mode & 0o7777) as u16,
+        nlink,
+        uid: st.st_uid,
+        gid: st.st_gid,
+        rdev: st.st_rdev as u32,
+        blksize: st.st_blksize as u32,
+        flags: 0,
+    }
+}
+
+pub fn file_type(kind: Kind) -> FileType {
+    match kind {
+        Kind::Dir => FileType::Directory,
+        Kind::File => FileType::RegularFile,
+        Kind::Symlink => FileType::Symlink,
+        Kind::Fifo => FileType::NamedPipe,
+        Kind::Socket => FileType::Socket,
+        Kind::CharDev => FileType::CharDevice,
+        Kind::BlockDev => FileType::BlockDevice,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_before_the_epoch_round_trip() {
+        let t = system_time(-2, 500_000_000);
+        let ts = timespec(Some(NewTime::At(t)));
+        assert_eq!((ts.tv_sec, ts.tv_nsec as i64), (-2, 500_000_000));
+    }
+
+    #[test]
+    fn omitted_times_are_omitted() {
+        assert_eq!(timespec(None).tv_nsec as i64, libc::UTIME_OMIT as i64);
+    }
+}

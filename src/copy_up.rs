@@ -1,0 +1,200 @@
+//! Copy-up: bringing an object from a lower layer into the upper before it is changed.
+//!
+//! The ladder, each rung a small function:
+//! 1. ancestors first, top-down (each one is itself a copy-up of a directory);
+//! 2. build the copy under a temporary name in the work directory (same filesystem as the upper);
+//! 3. data first (reflink, else `copy_file_range` over data segments: holes stay holes), only the
+//!    bytes that will survive (`O_TRUNC` copies none), then fsync unless the mount is volatile;
+//! 4. metadata: xattrs (minus private ones), owner, mode, times, and the `origin` identity so the
+//!    inode number survives;
+//! 5. `renameat2(NOREPLACE)` into place. A failure at any rung removes the temporary: the upper is
+//!    exactly as before, and nobody ever sees a partial file under the real name, even after a
+//!    crash (stale temporaries are removed at the next mount).
+//!
+//! Exactly once per object: `Node::copy_up_lock` serialises racing threads and the second one
+//! finds the work done. Locks are taken child before ancestor, never the reverse, and no
+//! `dir_lock` is taken while a copy-up lock is held (see `fs` for the whole order).
+//! Kernel analog: `fs/overlayfs/copy_up.c`.
+
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::inode::{InoMapper, Kind, Node, Placement};
+use crate::layers::{LayerIdx, remove_tree};
+use crate::sys::copy::CopyMethod;
+use crate::sys::{self, Errno, Mode, OFlags, Stat, SysResult};
+use crate::union::Union;
+use crate::whiteout;
+
+/// How much file data the copy needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyUpData {
+    Full,
+    /// Only the first N bytes: the caller truncates to N right after (`O_TRUNC` is 0).
+    Truncated(u64),
+}
+
+/// The source of one copy-up.
+struct Source<'a> {
+    dir: BorrowedFd<'a>,
+    name: &'a OsStr,
+    stat: Stat,
+    layer: LayerIdx,
+}
+
+impl Union {
+    /// Makes sure `node` lives in the upper layer. A no-op when it already does.
+    pub fn copy_up(&self, node: &Arc<Node>, data: CopyUpData) -> SysResult<()> {
+        let upper = self.upper_idx()?;
+        if node.layer() == upper {
+            return Ok(());
+        }
+        let _exclusive = node.copy_up_lock.lock();
+        if node.layer() == upper {
+            return Ok(()); // another thread finished it while we waited
+        }
+        let alias = node.primary_alias().ok_or(Errno::NOENT)?;
+        self.copy_up(&alias.parent, CopyUpData::Full)?;
+        let started = Instant::now();
+        let src_layer = node.layer();
+        let (src_dir, name) = self.parent_dir_in(node, src_layer)?;
+        let stat = sys::stat_at(src_dir.as_fd(), &name)?;
+        let src = Source { dir: src_dir.as_fd(), name: &name, stat, layer: src_layer };
+        let dst_dir = self.dir_in(&alias.parent, upper)?;
+        let method = self.copy_into_place(&src, dst_dir.as_fd(), data)?;
+        self.note_copied_up(node, upper);
+        let bytes = if node.kind == Kind::File { stat.st_size as u64 } else { 0 };
+        self.metrics.record_copy_up(bytes, method == CopyMethod::Reflink, started.elapsed());
+        Ok(())
+    }
+
+    /// Rungs 2-5: build in the work dir, then rename into `dst_dir`.
+    fn copy_into_place(&self, src: &Source<'_>, dst_dir: BorrowedFd<'_>, data: CopyUpData) -> SysResult<CopyMethod> {
+        let work = self.stack.work()?;
+        let tmp = work.temp_name();
+        let built = self
+            .build_object(src, work.fd.as_fd(), &tmp, data)
+            .and_then(|method| self.copy_metadata(src, work.fd.as_fd(), &tmp).map(|()| method));
+        let committed = built.and_then(|method| {
+            sys::rename_at(work.fd.as_fd(), &tmp, dst_dir, src.name, sys::RenameFlags::NOREPLACE).map(|()| method)
+        });
+        if committed.is_err() {
+            let _ = remove_tree(work.fd.as_fd(), &tmp);
+        }
+        committed
+    }
+
+    /// Creates the object itself (with its data) at `work/tmp`.
+    fn build_object(&self, src: &Source<'_>, work: BorrowedFd<'_>, tmp: &OsStr, data: CopyUpData) -> SysResult<CopyMethod> {
+        match Kind::from_mode(src.stat.st_mode) {
+            Kind::File => self.build_file(src, work, tmp, data),
+            Kind::Dir => sys::mkdir_at(work, tmp, Mode::from_raw_mode(0o700)).map(|()| CopyMethod::Empty),
+            Kind::Symlink => {
+                let target = sys::readlink_at(src.dir, src.name)?;
+                sys::symlink_at(OsStr::from_bytes(&target), work, tmp).map(|()| CopyMethod::Empty)
+            }
+            _ => sys::mknod_at(work, tmp, src.stat.st_mode & !0o7777 | 0o600, src.stat.st_rdev).map(|()| CopyMethod::Empty),
+        }
+    }
+
+    fn build_file(&self, src: &Source<'_>, work: BorrowedFd<'_>, tmp: &OsStr, data: CopyUpData) -> SysResult<CopyMethod> {
+        let dst = sys::open_at(work, tmp, OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY, Mode::from_raw_mode(0o600))?;
+        let size = src.stat.st_size as u64;
+        let len = match data {
+            CopyUpData::Full => size,
+            CopyUpData::Truncated(n) => n.min(size),
+        };
+        let method = if len == 0 {
+            CopyMethod::Empty
+        } else {
+            let input = open_source(src)?;
+            sys::copy::copy_data(input.as_fd(), dst.as_fd(), len)?
+        };
+        if self.opts.sync_copy_up && len > 0 {
+            sys::fsync_fd(dst.as_fd(), true)?;
+        }
+        Ok(method)
+    }
+
+    /// Rung 4: xattrs, owner, mode, times, origin, in that order (chown clears set-id bits, so
+    /// mode comes after it; times come last because the other steps touch ctime only).
+    fn copy_metadata(&self, src: &Source<'_>, work: BorrowedFd<'_>, tmp: &OsStr) -> SysResult<()> {
+        let kind = Kind::from_mode(src.stat.st_mode);
+        self.copy_xattrs(src, work, tmp)?;
+        self.copy_owner(src, work, tmp)?;
+        if kind != Kind::Symlink {
+            rustix::fs::chmodat(work, tmp, Mode::from_raw_mode(src.stat.st_mode & 0o7777), sys::AtFlags::empty())?;
+        }
+        if kind != Kind::Dir {
+            self.write_origin(src, work, tmp);
+        }
+        let times = rustix::fs::Timestamps {
+            last_access: rustix::fs::Timespec { tv_sec: src.stat.st_atime, tv_nsec: src.stat.st_atime_nsec as _ },
+            last_modification: rustix::fs::Timespec { tv_sec: src.stat.st_mtime, tv_nsec: src.stat.st_mtime_nsec as _ },
+        };
+        sys::utimens_at(work, tmp, &times)
+    }
+
+    fn copy_xattrs(&self, src: &Source<'_>, work: BorrowedFd<'_>, tmp: &OsStr) -> SysResult<()> {
+        let names = match sys::xattr::list(src.dir, src.name) {
+            Ok(n) => n,
+            Err(Errno::NOTSUP) | Err(Errno::PERM) | Err(Errno::ACCESS) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        for key in names.iter().filter(|k| !whiteout::is_private_xattr(k.as_bytes())) {
+            let Some(value) = sys::xattr::get_opt(src.dir, src.name, key)? else { continue };
+            match sys::xattr::set(work, tmp, key, &value, sys::xattr::XattrFlags::empty()) {
+                Ok(()) => {}
+                // Namespaces we may not write (trusted.*, security.* unprivileged; user.* on
+                // symlinks) are dropped, as kernel overlayfs drops what the upper cannot hold.
+                Err(Errno::PERM) | Err(Errno::NOTSUP) | Err(Errno::ACCESS) if !key.as_bytes().starts_with(b"user.") || Kind::from_mode(src.stat.st_mode) == Kind::Symlink => {
+                    tracing::debug!(?key, "xattr not copied up");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    fn copy_owner(&self, src: &Source<'_>, work: BorrowedFd<'_>, tmp: &OsStr) -> SysResult<()> {
+        match sys::chown_at(work, tmp, Some(src.stat.st_uid), Some(src.stat.st_gid)) {
+            Ok(()) => Ok(()),
+            // Unprivileged: the copy stays ours; the lower owner cannot be reproduced.
+            Err(Errno::PERM) | Err(Errno::INVAL) if !self.chown_new => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Records the object's identity so its inode number survives copy-up and remounts.
+    /// Best effort: a symlink cannot carry `user.` xattrs, and then only this mount remembers.
+    fn write_origin(&self, src: &Source<'_>, work: BorrowedFd<'_>, tmp: &OsStr) {
+        let dev = self.stack.get(src.layer).dev;
+        let value = InoMapper::encode_origin(dev, src.stat.st_ino);
+        let key = self.stack.format.origin_xattr();
+        if let Err(e) = sys::xattr::set(work, tmp, &key, &value, sys::xattr::XattrFlags::empty()) {
+            tracing::debug!(error = %e, "origin not recorded");
+        }
+    }
+
+    /// The node now lives in the upper: directories gain the upper as their top layer.
+    fn note_copied_up(&self, node: &Node, upper: LayerIdx) {
+        let old = node.placement();
+        let mut dir_layers = old.dir_layers;
+        if node.kind.is_dir() && !dir_layers.contains(&upper) {
+            dir_layers.insert(0, upper);
+        }
+        node.set_placement(Placement { layer: upper, dir_layers });
+        self.invalidate_aliases(node);
+    }
+}
+
+/// Opens the source file for reading without moving its atime where we may avoid it.
+fn open_source(src: &Source<'_>) -> SysResult<OwnedFd> {
+    match sys::open_at(src.dir, src.name, OFlags::RDONLY | OFlags::NOATIME, Mode::empty()) {
+        Err(Errno::PERM) => sys::open_at(src.dir, src.name, OFlags::RDONLY, Mode::empty()),
+        other => other,
+    }
+}

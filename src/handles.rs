@@ -1,0 +1,195 @@
+//! Open files and directories, and the data path (read, write, fsync, fallocate, lseek,
+//! copy_file_range) that goes through them.
+//!
+//! A file handle holds the real fd of the layer the file was in when opened. Opening for write
+//! copies the file up first, so writes only ever reach the upper. A read-only handle opened on a
+//! lower file follows a later copy-up (it reopens the upper copy on its next use), as kernel
+//! overlayfs does since 4.19, so every reader sees what writers wrote.
+//! A directory handle holds the merged listing it is reading, so offsets stay valid across
+//! calls (see `readdir`). Kernel analog: `fs/overlayfs/file.c` (`ovl_real_fdget`).
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use dashmap::DashMap;
+use parking_lot::{Mutex, RwLock};
+
+use crate::copy_up::CopyUpData;
+use crate::inode::{Ino, Node};
+use crate::layers::LayerIdx;
+use crate::readdir::MergedEntry;
+use crate::sys::{self, Errno, OFlags, Stat, SysResult};
+use crate::union::Union;
+
+/// A file handle number given to the kernel.
+pub type Fh = u64;
+
+/// An open regular file (or other non-directory).
+#[derive(Debug)]
+pub struct OpenFile {
+    pub node: Arc<Node>,
+    /// Open flags to reuse when the handle must follow a copy-up.
+    flags: OFlags,
+    real: RwLock<(LayerIdx, Arc<OwnedFd>)>,
+}
+
+impl OpenFile {
+    /// The fd to use now, reopened from the upper if the file was copied up since.
+    pub fn fd(&self, union: &Union) -> SysResult<Arc<OwnedFd>> {
+        let (layer, fd) = self.real.read().clone();
+        let now = self.node.layer();
+        if now == layer || self.node.is_unlinked() {
+            return Ok(fd);
+        }
+        let fresh = Arc::new(union.open_real(&self.node, now, self.flags & !OFlags::TRUNC)?);
+        *self.real.write() = (now, fresh.clone());
+        Ok(fresh)
+    }
+}
+
+/// An open directory with the listing being read.
+#[derive(Debug)]
+pub struct OpenDir {
+    pub node: Arc<Node>,
+    pub listing: Mutex<Arc<Vec<MergedEntry>>>,
+}
+
+#[derive(Debug, Default)]
+pub struct Handles {
+    files: DashMap<Fh, Arc<OpenFile>>,
+    dirs: DashMap<Fh, Arc<OpenDir>>,
+    next: AtomicU64,
+}
+
+impl Handles {
+    fn next_fh(&self) -> Fh {
+        self.next.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    pub fn file(&self, fh: Fh) -> SysResult<Arc<OpenFile>> {
+        self.files.get(&fh).map(|f| f.clone()).ok_or(Errno::BADF)
+    }
+
+    pub fn dir(&self, fh: Fh) -> SysResult<Arc<OpenDir>> {
+        self.dirs.get(&fh).map(|d| d.clone()).ok_or(Errno::BADF)
+    }
+
+    pub fn insert_dir(&self, dir: OpenDir) -> Fh {
+        let fh = self.next_fh();
+        self.dirs.insert(fh, Arc::new(dir));
+        fh
+    }
+
+    pub fn release_file(&self, fh: Fh) {
+        self.files.remove(&fh);
+    }
+
+    pub fn release_dir(&self, fh: Fh) {
+        self.dirs.remove(&fh);
+    }
+
+    /// `fstat` through any open handle of an unlinked node (nothing else reaches it).
+    pub fn stat_open_file(&self, ino: Ino) -> Option<Stat> {
+        let file = self.files.iter().find(|f| f.node.ino == ino)?.clone();
+        let fd = file.real.read().1.clone();
+        sys::stat_fd(fd.as_fd()).ok()
+    }
+}
+
+/// Open flags the real file is opened with; creation flags were handled before.
+fn real_open_flags(flags: i32) -> OFlags {
+    let keep = libc::O_ACCMODE | libc::O_NONBLOCK | libc::O_DIRECT | libc::O_SYNC | libc::O_DSYNC | libc::O_NOATIME;
+    OFlags::from_bits_retain((flags & keep) as u32)
+}
+
+fn wants_write(flags: i32) -> bool {
+    flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0
+}
+
+impl Union {
+    /// Opens a node's object in `layer` without following symlinks.
+    pub fn open_real(&self, node: &Node, layer: LayerIdx, flags: OFlags) -> SysResult<OwnedFd> {
+        let (dir, name) = self.parent_dir_in(node, layer)?;
+        let fd = sys::open_at(dir.as_fd(), &name, flags | OFlags::NOATIME, sys::Mode::empty());
+        match fd {
+            // O_NOATIME is only for the owner (or CAP_FOWNER); without it atimes of lowers may move.
+            Err(Errno::PERM) => sys::open_at(dir.as_fd(), &name, flags, sys::Mode::empty()),
+            other => other,
+        }
+    }
+
+    /// `open(2)`: copies up first when the open may write.
+    pub fn open(&self, ino: Ino, flags: i32) -> SysResult<Fh> {
+        let node = self.node(ino)?;
+        if node.kind.is_dir() {
+            return Err(Errno::ISDIR);
+        }
+        if wants_write(flags) {
+            if self.read_only() {
+                return Err(Errno::ROFS);
+            }
+            let data = if flags & libc::O_TRUNC != 0 { CopyUpData::Truncated(0) } else { CopyUpData::Full };
+            self.copy_up(&node, data)?;
+        }
+        let layer = node.layer();
+        let oflags = real_open_flags(flags) | if flags & libc::O_TRUNC != 0 { OFlags::TRUNC } else { OFlags::empty() };
+        let fd = self.open_real(&node, layer, oflags)?;
+        Ok(self.insert_file(node, oflags, layer, fd))
+    }
+
+    /// Registers an fd already opened (by `open` or `create`).
+    pub fn insert_file(&self, node: Arc<Node>, flags: OFlags, layer: LayerIdx, fd: OwnedFd) -> Fh {
+        let fh = self.handles.next_fh();
+        let file = OpenFile { node, flags, real: RwLock::new((layer, Arc::new(fd))) };
+        self.handles.files.insert(fh, Arc::new(file));
+        fh
+    }
+
+    pub fn read(&self, fh: Fh, offset: u64, size: u32) -> SysResult<Vec<u8>> {
+        let fd = self.handles.file(fh)?.fd(self)?;
+        let mut buf = vec![0u8; size as usize];
+        let n = sys::pread_full(fd.as_fd(), &mut buf, offset)?;
+        buf.truncate(n);
+        Ok(buf)
+    }
+
+    pub fn write(&self, fh: Fh, offset: u64, data: &[u8]) -> SysResult<usize> {
+        let fd = self.handles.file(fh)?.fd(self)?;
+        sys::pwrite_full(fd.as_fd(), data, offset)
+    }
+
+    pub fn fsync(&self, fh: Fh, data_only: bool) -> SysResult<()> {
+        let fd = self.handles.file(fh)?.fd(self)?;
+        sys::fsync_fd(fd.as_fd(), data_only)
+    }
+
+    pub fn fallocate(&self, fh: Fh, offset: u64, length: u64, mode: i32) -> SysResult<()> {
+        let fd = self.handles.file(fh)?.fd(self)?;
+        let flags = rustix::fs::FallocateFlags::from_bits_retain(mode as u32);
+        rustix::fs::fallocate(fd.as_fd(), flags, offset, length)
+    }
+
+    pub fn lseek(&self, fh: Fh, offset: i64, whence: i32) -> SysResult<i64> {
+        use rustix::fs::SeekFrom;
+        let fd = self.handles.file(fh)?.fd(self)?;
+        let pos = match whence {
+            libc::SEEK_SET => SeekFrom::Start(offset as u64),
+            libc::SEEK_CUR => SeekFrom::Current(offset),
+            libc::SEEK_END => SeekFrom::End(offset),
+            libc::SEEK_DATA => SeekFrom::Data(offset as u64),
+            libc::SEEK_HOLE => SeekFrom::Hole(offset as u64),
+            _ => return Err(Errno::INVAL),
+        };
+        rustix::fs::seek(fd.as_fd(), pos).map(|p| p as i64)
+    }
+
+    /// In-kernel copy between two open files of the union (both real files live in layers).
+    pub fn copy_file_range(&self, fh_in: Fh, off_in: u64, fh_out: Fh, off_out: u64, len: u64) -> SysResult<usize> {
+        let src = self.handles.file(fh_in)?.fd(self)?;
+        let dst = self.handles.file(fh_out)?.fd(self)?;
+        let (mut i, mut o) = (off_in, off_out);
+        let want = len.min(1 << 30) as usize;
+        rustix::fs::copy_file_range(src.as_fd(), Some(&mut i), dst.as_fd(), Some(&mut o), want)
+    }
+}

@@ -1,0 +1,244 @@
+//! The merged listing of a directory: every layer's entries, top-down, deduplicated, with
+//! whiteouts applied and never shown.
+//!
+//! A listing is built once when a directory handle starts reading (offset 0) and kept by the
+//! handle, so the offsets handed to the kernel (position + 3, after `.` and `..`) stay valid
+//! however many calls the reading takes. `d_ino` agrees with `st_ino`: entries that exist in one
+//! layer only take their inode number from the listing itself; entries several layers share
+//! (merged directories, copied-up files) and renamed copies in "impure" directories are resolved
+//! like a lookup, through the index. Kernel analog: `fs/overlayfs/readdir.c`.
+
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
+
+use crate::inode::{Ino, Kind, Node};
+use crate::layers::LayerIdx;
+use crate::sys::{self, Errno, SysResult};
+use crate::union::Union;
+use crate::whiteout::{self, EntryRole};
+
+/// One visible name of a merged directory.
+#[derive(Debug, Clone)]
+pub struct MergedEntry {
+    pub name: OsString,
+    pub kind: Kind,
+    pub ino: Ino,
+}
+
+/// A name as first seen while merging, before its inode number is settled.
+struct Candidate {
+    name: Vec<u8>,
+    kind: Kind,
+    layer: LayerIdx,
+    raw_ino: u64,
+    /// Also present (or whited out) in a lower layer: resolve it like a lookup.
+    shared: bool,
+}
+
+/// What the merge of the layers found.
+#[derive(Default)]
+struct Merge {
+    visible: Vec<Candidate>,
+    /// Name -> position in `visible`, or `None` for names deleted by a whiteout.
+    seen: HashMap<Vec<u8>, Option<usize>>,
+}
+
+impl Union {
+    /// Builds the merged listing of a directory node.
+    pub fn merged_listing(&self, dir: &Arc<Node>) -> SysResult<Vec<MergedEntry>> {
+        let placement = dir.placement();
+        let rel = dir.rel_path()?;
+        let mut merge = Merge::default();
+        let mut impure = false;
+        for &layer in &placement.dir_layers {
+            let fd = match sys::open_dir_read(self.stack.root(layer), &rel) {
+                Ok(fd) => fd,
+                Err(Errno::NOENT) | Err(Errno::NOTDIR) => continue,
+                Err(e) => return Err(e),
+            };
+            if self.stack.is_upper(layer) {
+                impure = self.is_impure(fd.as_fd());
+            }
+            self.merge_layer(&mut merge, layer, fd, dir)?;
+        }
+        merge.visible.into_iter().map(|c| self.settle(dir, c, impure)).collect()
+    }
+
+    /// Adds one layer's entries: names not seen above become visible; this layer's whiteouts
+    /// then hide the names of the layers below.
+    fn merge_layer(&self, merge: &mut Merge, layer: LayerIdx, fd: std::os::fd::OwnedFd, dir: &Node) -> SysResult<()> {
+        let xattr_whiteouts = whiteout::dir_has_xattr_whiteouts(fd.as_fd())?;
+        let dir_fd = fd.try_clone().map_err(|_| Errno::MFILE)?;
+        let mut whiteouts = Vec::new();
+        for entry in sys::read_dir_entries(fd)? {
+            let name = entry.name;
+            let target = match whiteout::role_by_name(&name) {
+                EntryRole::OpaqueMarker => continue,
+                EntryRole::WhiteoutFor(target) => {
+                    whiteouts.push(target);
+                    continue;
+                }
+                EntryRole::Visible => name,
+            };
+            if let Some(slot) = merge.seen.get(&target) {
+                if let Some(i) = slot {
+                    merge.visible[*i].shared = true;
+                }
+                continue;
+            }
+            if self.is_hidden_root_name(dir, OsStr::from_bytes(&target)) {
+                continue;
+            }
+            let Some(kind) = entry_kind(dir_fd.as_fd(), &target, entry.file_type, xattr_whiteouts)? else {
+                whiteouts.push(target);
+                continue;
+            };
+            merge.seen.insert(target.clone(), Some(merge.visible.len()));
+            merge.visible.push(Candidate { name: target, kind, layer, raw_ino: entry.ino, shared: false });
+        }
+        for name in whiteouts {
+            match merge.seen.get(&name) {
+                Some(Some(i)) => merge.visible[*i].shared = true,
+                Some(None) => {}
+                None => {
+                    merge.seen.insert(name, None);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives a candidate its final inode number.
+    fn settle(&self, dir: &Arc<Node>, c: Candidate, impure: bool) -> SysResult<MergedEntry> {
+        let name = OsString::from_vec_bytes(c.name);
+        let needs_lookup = c.shared || (impure && self.stack.is_upper(c.layer) && !c.kind.is_dir());
+        if needs_lookup {
+            if let Some(found) = self.resolve_child(dir, &name)? {
+                let ino = self.mapper.map(found.identity.0, found.identity.1);
+                return Ok(MergedEntry { name, kind: found.kind, ino });
+            }
+        }
+        let ino = self.mapper.map(self.stack.get(c.layer).dev, c.raw_ino);
+        Ok(MergedEntry { name, kind: c.kind, ino })
+    }
+
+    /// Whether an upper directory holds renamed copied-up objects (set by `dir::rename`).
+    fn is_impure(&self, upper_dir: BorrowedFd<'_>) -> bool {
+        let key = self.impure_xattr();
+        matches!(sys::xattr::get_opt(upper_dir, OsStr::new(""), &key), Ok(Some(_)))
+    }
+
+    pub fn impure_xattr(&self) -> OsString {
+        OsString::from(format!("{}unionfs.impure", self.stack.format.xattr_prefix))
+    }
+
+    /// True when the merged directory shows no entry at all (what rmdir needs).
+    pub fn is_empty_dir(&self, dir: &Arc<Node>) -> SysResult<bool> {
+        Ok(self.merged_listing(dir)?.is_empty())
+    }
+}
+
+/// Offset the kernel passes back to continue after an entry (`.` is 1, `..` is 2).
+type NextOffset = u64;
+
+impl Union {
+    /// The entries of an open directory from `offset` on, each with the offset that follows it.
+    /// Reading from offset 0 (a fresh start or `rewinddir`) takes a new snapshot of the listing.
+    pub fn dir_entries(&self, fh: crate::handles::Fh, offset: u64) -> SysResult<Vec<(NextOffset, MergedEntry)>> {
+        let dir = self.handles.dir(fh)?;
+        let listing = {
+            let mut current = dir.listing.lock();
+            if offset == 0 {
+                *current = Arc::new(self.merged_listing(&dir.node)?);
+            }
+            current.clone()
+        };
+        let parent_ino = dir.node.primary_alias().map(|a| a.parent.ino).unwrap_or(dir.node.ino);
+        let dots = [
+            MergedEntry { name: OsString::from("."), kind: Kind::Dir, ino: dir.node.ino },
+            MergedEntry { name: OsString::from(".."), kind: Kind::Dir, ino: parent_ino },
+        ];
+        Ok(dots
+            .into_iter()
+            .chain(listing.iter().cloned())
+            .enumerate()
+            .map(|(i, e)| (i as u64 + 1, e))
+            .skip(offset as usize)
+            .collect())
+    }
+
+    /// Like `dir_entries`, with every entry looked up (one lookup counted each, except the
+    /// dots, as the kernel expects for readdirplus). Entries that vanished meanwhile are skipped.
+    #[allow(clippy::type_complexity)]
+    pub fn dir_entries_plus(
+        &self,
+        fh: crate::handles::Fh,
+        offset: u64,
+    ) -> SysResult<Vec<(NextOffset, MergedEntry, Arc<Node>, sys::Stat)>> {
+        let dir = self.handles.dir(fh)?.node.clone();
+        let mut out = Vec::new();
+        for (next, entry) in self.dir_entries(fh, offset)? {
+            let looked_up = if entry.name == "." {
+                self.stat_node(&dir).map(|st| (dir.clone(), st))
+            } else if entry.name == ".." {
+                let parent = dir.primary_alias().map(|a| a.parent).unwrap_or_else(|| dir.clone());
+                self.stat_node(&parent).map(|st| (parent, st))
+            } else {
+                self.lookup(&dir, &entry.name)
+            };
+            if let Ok((node, st)) = looked_up {
+                out.push((next, entry, node, st));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The kind of a listed entry, or `None` when it is in fact a whiteout.
+fn entry_kind(
+    dir: BorrowedFd<'_>,
+    name: &[u8],
+    file_type: rustix::fs::FileType,
+    xattr_whiteouts: bool,
+) -> SysResult<Option<Kind>> {
+    use rustix::fs::FileType;
+    let needs_stat = matches!(file_type, FileType::CharacterDevice | FileType::Unknown)
+        || (xattr_whiteouts && file_type == FileType::RegularFile);
+    if !needs_stat {
+        return Ok(Some(kind_of_type(file_type)));
+    }
+    let Some(st) = sys::stat_at_opt(dir, OsStr::from_bytes(name))? else {
+        return Ok(None); // vanished while listing
+    };
+    if whiteout::is_whiteout_stat(&st) || whiteout::is_xattr_whiteout(dir, OsStr::from_bytes(name), &st)? {
+        return Ok(None);
+    }
+    Ok(Some(Kind::from_mode(st.st_mode)))
+}
+
+fn kind_of_type(t: rustix::fs::FileType) -> Kind {
+    use rustix::fs::FileType;
+    match t {
+        FileType::Directory => Kind::Dir,
+        FileType::Symlink => Kind::Symlink,
+        FileType::Fifo => Kind::Fifo,
+        FileType::Socket => Kind::Socket,
+        FileType::CharacterDevice => Kind::CharDev,
+        FileType::BlockDevice => Kind::BlockDev,
+        _ => Kind::File,
+    }
+}
+
+/// `OsString` from raw bytes without a lossy conversion.
+trait FromVecBytes {
+    fn from_vec_bytes(v: Vec<u8>) -> OsString;
+}
+
+impl FromVecBytes for OsString {
+    fn from_vec_bytes(v: Vec<u8>) -> OsString {
+        std::os::unix::ffi::OsStringExt::from_vec(v)
+    }
+}

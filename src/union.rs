@@ -1,0 +1,250 @@
+//! The state of one mounted union and the resolution helpers every operation shares.
+//!
+//! `Union` owns the layer stack, the node table, the path index, the open handles and the
+//! metrics. Operations live in their own modules as `impl Union` blocks (`dir`, `copy_up`,
+//! `readdir`, `xattr`, `attr`, `handles`); `fs` only translates FUSE requests into them.
+
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
+
+use crate::config::{FsOptions, MountConfig};
+use crate::error::SetupError;
+use crate::handles::Handles;
+use crate::index::{Cached, PathIndex};
+use crate::inode::{Alias, InoMapper, Kind, Node, NodeTable, Placement, ROOT_INO};
+use crate::layers::{LayerIdx, LayerStack};
+use crate::lookup::{self, Resolved};
+use crate::metrics::Metrics;
+use crate::sys::{self, Errno, Stat, SysResult};
+use crate::whiteout;
+
+/// Longest name the union accepts (the upper must also be able to hold it).
+pub const NAME_MAX: usize = 255;
+
+/// Names in the path index.
+const INDEX_CAPACITY: usize = 64 * 1024;
+
+/// Who asked: new objects are owned by the caller, as on any filesystem.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+pub struct Union {
+    pub stack: LayerStack,
+    pub nodes: NodeTable,
+    pub index: PathIndex,
+    pub mapper: InoMapper,
+    pub handles: Handles,
+    pub opts: FsOptions,
+    pub metrics: Metrics,
+    /// The daemon runs as root, so it must hand ownership of new objects to the caller.
+    pub chown_new: bool,
+}
+
+impl Union {
+    pub fn new(config: &MountConfig) -> Result<Union, SetupError> {
+        let stack = LayerStack::open(&config.layers, config.fs.whiteout)?;
+        let mapper = InoMapper::new(stack.layers().iter().map(|l| l.dev), config.fs.ino32);
+        let root_layers: Vec<LayerIdx> = stack.all().collect();
+        let nodes = NodeTable::default();
+        let root = Node::new(ROOT_INO, Kind::Dir, None, Placement { layer: LayerIdx(0), dir_layers: root_layers });
+        nodes.get_or_insert(ROOT_INO, || root);
+        Ok(Union {
+            stack,
+            nodes,
+            index: PathIndex::new(INDEX_CAPACITY),
+            mapper,
+            handles: Handles::default(),
+            opts: config.fs.clone(),
+            metrics: Metrics::default(),
+            chown_new: sys::euid() == 0,
+        })
+    }
+
+    pub fn read_only(&self) -> bool {
+        self.stack.upper().is_none()
+    }
+
+    pub fn node(&self, ino: u64) -> SysResult<Arc<Node>> {
+        self.nodes.get(ino)
+    }
+
+    /// Checks a name given by the kernel for lookup: too long, or hidden by the union.
+    pub fn check_lookup_name(&self, parent: &Node, name: &OsStr) -> SysResult<()> {
+        if name.len() > NAME_MAX {
+            return Err(Errno::NAMETOOLONG);
+        }
+        if whiteout::is_reserved_name(name.as_bytes()) || self.is_hidden_root_name(parent, name) {
+            return Err(Errno::NOENT);
+        }
+        Ok(())
+    }
+
+    /// Checks a name for creation: whiteout look-alikes cannot be made through the mount.
+    pub fn check_new_name(&self, parent: &Node, name: &OsStr) -> SysResult<()> {
+        if name.len() > NAME_MAX {
+            return Err(Errno::NAMETOOLONG);
+        }
+        if whiteout::is_reserved_name(name.as_bytes()) {
+            return Err(Errno::INVAL);
+        }
+        if self.is_hidden_root_name(parent, name) {
+            return Err(Errno::PERM);
+        }
+        if self.read_only() {
+            return Err(Errno::ROFS);
+        }
+        Ok(())
+    }
+
+    /// The default work directory sits in the upper root and never shows.
+    pub fn is_hidden_root_name(&self, parent: &Node, name: &OsStr) -> bool {
+        parent.ino == ROOT_INO && self.stack.hidden_root_name.as_deref() == Some(name)
+    }
+
+    /// Resolves `name` in `parent` through the index, falling back to the layers.
+    pub fn resolve_child(&self, parent: &Arc<Node>, name: &OsStr) -> SysResult<Option<Resolved>> {
+        if let Some(cached) = self.index.get(parent.ino, name) {
+            return Ok(match cached {
+                Cached::Absent => None,
+                Cached::Present(r) => Some(r),
+            });
+        }
+        let placement = parent.placement();
+        let rel = parent.rel_path()?;
+        let found = lookup::resolve(&self.stack, &rel, &placement.dir_layers, name)?;
+        let value = match &found {
+            Some(r) => Cached::Present(r.clone()),
+            None => Cached::Absent,
+        };
+        self.index.insert(parent.ino, name, value);
+        Ok(found)
+    }
+
+    /// Hands a resolved child to the kernel: the node (one more lookup) and fresh attributes.
+    pub fn instantiate(&self, parent: &Arc<Node>, name: &OsStr, found: &Resolved) -> SysResult<(Arc<Node>, Stat)> {
+        let ino = self.mapper.map(found.identity.0, found.identity.1);
+        let node = self.nodes.get_or_insert(ino, || {
+            Node::new(
+                ino,
+                found.kind,
+                Some(Alias { parent: parent.clone(), name: name.to_os_string() }),
+                found.placement.clone(),
+            )
+        });
+        node.add_alias(parent, name);
+        match self.stat_node(&node) {
+            Ok(st) => Ok((node, st)),
+            Err(e) => {
+                self.nodes.forget(ino, 1);
+                Err(e)
+            }
+        }
+    }
+
+    /// Looks a name up for the kernel: ENOENT, or the node with one more lookup counted.
+    pub fn lookup(&self, parent: &Arc<Node>, name: &OsStr) -> SysResult<(Arc<Node>, Stat)> {
+        self.check_lookup_name(parent, name)?;
+        let found = self.resolve_child(parent, name)?.ok_or(Errno::NOENT)?;
+        match self.instantiate(parent, name, &found) {
+            // The cached resolution went stale (a layer changed behind our back): retry fresh.
+            Err(Errno::NOENT) | Err(Errno::STALE) => {
+                self.index.invalidate(parent.ino, name);
+                let found = self.resolve_child(parent, name)?.ok_or(Errno::NOENT)?;
+                self.instantiate(parent, name, &found)
+            }
+            other => other,
+        }
+    }
+
+    /// Opens the directory containing `node` in `layer` (O_PATH), with the node's name in it.
+    /// The root is its own parent, named `.`.
+    pub fn parent_dir_in(&self, node: &Node, layer: LayerIdx) -> SysResult<(OwnedFd, std::ffi::OsString)> {
+        if node.ino == ROOT_INO {
+            return Ok((sys::open_dir_path(self.stack.root(layer), b"")?, std::ffi::OsString::from(".")));
+        }
+        let alias = node.primary_alias().ok_or(Errno::NOENT)?;
+        let rel = alias.parent.rel_path()?;
+        let fd = sys::open_dir_path(self.stack.root(layer), &rel)?;
+        Ok((fd, alias.name))
+    }
+
+    /// Opens a directory node itself in `layer` (O_PATH).
+    pub fn dir_in(&self, dir: &Node, layer: LayerIdx) -> SysResult<OwnedFd> {
+        sys::open_dir_path(self.stack.root(layer), &dir.rel_path()?)
+    }
+
+    /// Attributes of a node's object as it is now.
+    pub fn stat_node(&self, node: &Node) -> SysResult<Stat> {
+        if node.is_unlinked() {
+            return self.handles.stat_open_file(node.ino).ok_or(Errno::NOENT);
+        }
+        let (dir, name) = self.parent_dir_in(node, node.layer())?;
+        sys::stat_at(dir.as_fd(), &name)
+    }
+
+    /// The upper layer's index, or EROFS for a read-only union.
+    pub fn upper_idx(&self) -> SysResult<LayerIdx> {
+        self.stack.upper().map(|l| l.idx).ok_or(Errno::ROFS)
+    }
+
+    /// Forgets cached resolutions of every name a node is reachable by.
+    pub fn invalidate_aliases(&self, node: &Node) {
+        for alias in node.aliases() {
+            self.index.invalidate(alias.parent.ino, &alias.name);
+        }
+    }
+}
+
+/// Small operations that need nothing but a node.
+impl Union {
+    pub fn readlink(&self, node: &Node) -> SysResult<Vec<u8>> {
+        if node.kind != Kind::Symlink {
+            return Err(Errno::INVAL);
+        }
+        let (dir, name) = self.parent_dir_in(node, node.layer())?;
+        sys::readlink_at(dir.as_fd(), &name)
+    }
+
+    pub fn fsyncdir(&self, node: &Node, data_only: bool) -> SysResult<()> {
+        let fd = sys::open_dir_read(self.stack.root(node.layer()), &node.rel_path()?)?;
+        match sys::fsync_fd(fd.as_fd(), data_only) {
+            // Lowers may sit on read-only filesystems; nothing of ours is pending there.
+            Err(Errno::ROFS) | Err(Errno::INVAL) if !self.stack.is_upper(node.layer()) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// The upper's numbers (a read-only union reports its top lower).
+    pub fn statfs(&self) -> SysResult<rustix::fs::StatVfs> {
+        let fd = sys::open_dir_read(self.stack.root(self.stack.statfs_layer()), b"")?;
+        sys::statvfs_fd(fd.as_fd())
+    }
+
+    /// `access(2)` when the kernel does not check permissions itself (no default_permissions).
+    pub fn access(&self, node: &Node, mask: i32, caller: Caller) -> SysResult<()> {
+        let st = self.stat_node(node)?;
+        if mask & libc::W_OK != 0 && self.read_only() {
+            return Err(Errno::ROFS);
+        }
+        if mask == libc::F_OK {
+            return Ok(());
+        }
+        let mode = st.st_mode;
+        let granted = if caller.uid == 0 {
+            // root may do anything but execute a file nobody may execute
+            if mask & libc::X_OK != 0 && mode & 0o111 == 0 && mode & libc::S_IFMT != libc::S_IFDIR { 0 } else { 7 }
+        } else if caller.uid == st.st_uid {
+            (mode >> 6) & 7
+        } else if caller.gid == st.st_gid {
+            (mode >> 3) & 7
+        } else {
+            mode & 7
+        };
+        if (mask as u32) & !granted & 7 != 0 { Err(Errno::ACCESS) } else { Ok(()) }
+    }
+}
