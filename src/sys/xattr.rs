@@ -3,6 +3,8 @@
 //! Linux has no `fgetxattrat` before 6.13, and `fgetxattr` refuses `O_PATH` fds, so a name is
 //! reached as `/proc/self/fd/<dirfd>/<name>` with the `l*xattr` calls: the kernel resolves the
 //! magic link to the directory we already hold, and the `l` variants do not follow `name`.
+//! An empty `name` means the directory itself: then the magic link itself must be followed
+//! (it is our own fd, so following it cannot leave the layer).
 
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -22,13 +24,26 @@ fn proc_path(dir: BorrowedFd<'_>, name: &OsStr) -> OsString {
     OsString::from_vec(path)
 }
 
+/// `l*xattr` on a name inside the directory, the following variant on the directory itself.
+fn follows(name: &OsStr) -> bool {
+    name.is_empty()
+}
+
+fn query(path: &OsStr, key: &OsStr, follow: bool) -> SysResult<usize> {
+    if follow { rustix::fs::getxattr_query(path, key) } else { rustix::fs::lgetxattr_query(path, key) }
+}
+
+fn read_into(path: &OsStr, key: &OsStr, buf: &mut [u8], follow: bool) -> SysResult<usize> {
+    if follow { rustix::fs::getxattr(path, key, buf) } else { rustix::fs::lgetxattr(path, key, buf) }
+}
+
 /// Reads a whole value, growing the buffer if it changes size between the two calls.
 pub fn get(dir: BorrowedFd<'_>, name: &OsStr, key: &OsStr) -> SysResult<Vec<u8>> {
     let path = proc_path(dir, name);
     loop {
-        let size = rustix::fs::lgetxattr_query(&path, key)?;
+        let size = query(&path, key, follows(name))?;
         let mut buf = vec![0u8; size];
-        match rustix::fs::lgetxattr(&path, key, &mut buf[..]) {
+        match read_into(&path, key, &mut buf[..], follows(name)) {
             Ok(n) => {
                 buf.truncate(n);
                 return Ok(buf);
@@ -55,24 +70,39 @@ pub fn set(
     value: &[u8],
     flags: XattrFlags,
 ) -> SysResult<()> {
-    rustix::fs::lsetxattr(proc_path(dir, name), key, value, flags)
+    let path = proc_path(dir, name);
+    if follows(name) {
+        rustix::fs::setxattr(path, key, value, flags)
+    } else {
+        rustix::fs::lsetxattr(path, key, value, flags)
+    }
 }
 
 pub fn remove(dir: BorrowedFd<'_>, name: &OsStr, key: &OsStr) -> SysResult<()> {
-    rustix::fs::lremovexattr(proc_path(dir, name), key)
+    let path = proc_path(dir, name);
+    if follows(name) { rustix::fs::removexattr(path, key) } else { rustix::fs::lremovexattr(path, key) }
 }
 
 /// All attribute names of one entry.
 pub fn list(dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<Vec<OsString>> {
     let path = proc_path(dir, name);
     loop {
-        let size = match rustix::fs::llistxattr_query(&path) {
+        let size = match if follows(name) {
+            rustix::fs::listxattr_query(&path)
+        } else {
+            rustix::fs::llistxattr_query(&path)
+        } {
             Ok(n) => n,
             Err(Errno::NOTSUP) => return Ok(Vec::new()),
             Err(e) => return Err(e),
         };
         let mut buf = vec![0u8; size];
-        match rustix::fs::llistxattr(&path, &mut buf[..]) {
+        let listed = if follows(name) {
+            rustix::fs::listxattr(&path, &mut buf[..])
+        } else {
+            rustix::fs::llistxattr(&path, &mut buf[..])
+        };
+        match listed {
             Ok(n) => return Ok(split_names(&buf[..n])),
             Err(Errno::RANGE) => continue,
             Err(e) => return Err(e),
