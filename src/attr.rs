@@ -54,7 +54,12 @@ impl Union {
     }
 
     /// Applies `changes` to the upper copy of `node`, copying it up first.
-    pub fn setattr(&self, node: &std::sync::Arc<Node>, changes: AttrChanges, fh: Option<Fh>) -> SysResult<FileAttr> {
+    pub fn setattr(
+        &self,
+        node: &std::sync::Arc<Node>,
+        changes: AttrChanges,
+        fh: Option<Fh>,
+    ) -> SysResult<FileAttr> {
         if self.read_only() {
             return Err(Errno::ROFS);
         }
@@ -72,13 +77,21 @@ impl Union {
             if node.kind == Kind::Symlink {
                 return Err(Errno::OPNOTSUPP);
             }
-            rustix::fs::chmodat(d, &name, sys::Mode::from_raw_mode(mode & 0o7777), sys::AtFlags::empty())?;
+            rustix::fs::chmodat(
+                d,
+                &name,
+                sys::Mode::from_raw_mode(mode & 0o7777),
+                sys::AtFlags::empty(),
+            )?;
         }
         if let Some(size) = changes.size {
             self.truncate(node, fh, size)?;
         }
         if changes.atime.is_some() || changes.mtime.is_some() {
-            let times = rustix::fs::Timestamps { last_access: timespec(changes.atime), last_modification: timespec(changes.mtime) };
+            let times = rustix::fs::Timestamps {
+                last_access: timespec(changes.atime),
+                last_modification: timespec(changes.mtime),
+            };
             sys::utimens_at(d, &name, &times)?;
         }
         self.getattr(node)
@@ -101,18 +114,34 @@ impl Union {
 
 fn timespec(t: Option<NewTime>) -> rustix::fs::Timespec {
     match t {
-        None => rustix::fs::Timespec { tv_sec: 0, tv_nsec: libc::UTIME_OMIT as _ },
-        Some(NewTime::Now) => rustix::fs::Timespec { tv_sec: 0, tv_nsec: libc::UTIME_NOW as _ },
+        None => rustix::fs::Timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT as _,
+        },
+        Some(NewTime::Now) => rustix::fs::Timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_NOW as _,
+        },
         Some(NewTime::At(t)) => {
             let (sec, nsec) = match t.duration_since(UNIX_EPOCH) {
                 Ok(d) => (d.as_secs() as i64, d.subsec_nanos() as i64),
                 Err(e) => {
                     let d = e.duration();
                     let whole = -(d.as_secs() as i64) - i64::from(d.subsec_nanos() > 0);
-                    (whole, if d.subsec_nanos() > 0 { 1_000_000_000 - d.subsec_nanos() as i64 } else { 0 })
+                    (
+                        whole,
+                        if d.subsec_nanos() > 0 {
+                            1_000_000_000 - d.subsec_nanos() as i64
+                        } else {
+                            0
+                        },
+                    )
                 }
             };
-            rustix::fs::Timespec { tv_sec: sec, tv_nsec: nsec as _ }
+            rustix::fs::Timespec {
+                tv_sec: sec,
+                tv_nsec: nsec as _,
+            }
         }
     }
 }
@@ -166,11 +195,11 @@ mod tests {
     fn times_before_the_epoch_round_trip() {
         let t = system_time(-2, 500_000_000);
         let ts = timespec(Some(NewTime::At(t)));
-        assert_eq!((ts.tv_sec, ts.tv_nsec as i64), (-2, 500_000_000));
+        assert_eq!((ts.tv_sec, ts.tv_nsec), (-2, 500_000_000));
     }
 
     #[test]
     fn omitted_times_are_omitted() {
-        assert_eq!(timespec(None).tv_nsec as i64, libc::UTIME_OMIT as i64);
+        assert_eq!(timespec(None).tv_nsec, libc::UTIME_OMIT);
     }
 }

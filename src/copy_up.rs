@@ -62,24 +62,49 @@ impl Union {
         let src_layer = node.layer();
         let (src_dir, name) = self.parent_dir_in(node, src_layer)?;
         let stat = sys::stat_at(src_dir.as_fd(), &name)?;
-        let src = Source { dir: src_dir.as_fd(), name: &name, stat, layer: src_layer };
+        let src = Source {
+            dir: src_dir.as_fd(),
+            name: &name,
+            stat,
+            layer: src_layer,
+        };
         let dst_dir = self.dir_in(&alias.parent, upper)?;
         let method = self.copy_into_place(&src, dst_dir.as_fd(), data)?;
         self.note_copied_up(node, upper);
-        let bytes = if node.kind == Kind::File { stat.st_size as u64 } else { 0 };
-        self.metrics.record_copy_up(bytes, method == CopyMethod::Reflink, started.elapsed());
+        let bytes = if node.kind == Kind::File {
+            stat.st_size as u64
+        } else {
+            0
+        };
+        self.metrics
+            .record_copy_up(bytes, method == CopyMethod::Reflink, started.elapsed());
         Ok(())
     }
 
     /// Rungs 2-5: build in the work dir, then rename into `dst_dir`.
-    fn copy_into_place(&self, src: &Source<'_>, dst_dir: BorrowedFd<'_>, data: CopyUpData) -> SysResult<CopyMethod> {
+    fn copy_into_place(
+        &self,
+        src: &Source<'_>,
+        dst_dir: BorrowedFd<'_>,
+        data: CopyUpData,
+    ) -> SysResult<CopyMethod> {
         let work = self.stack.work()?;
         let tmp = work.temp_name();
         let built = self
             .build_object(src, work.fd.as_fd(), &tmp, data)
-            .and_then(|method| self.copy_metadata(src, work.fd.as_fd(), &tmp).map(|()| method));
+            .and_then(|method| {
+                self.copy_metadata(src, work.fd.as_fd(), &tmp)
+                    .map(|()| method)
+            });
         let committed = built.and_then(|method| {
-            sys::rename_at(work.fd.as_fd(), &tmp, dst_dir, src.name, sys::RenameFlags::NOREPLACE).map(|()| method)
+            sys::rename_at(
+                work.fd.as_fd(),
+                &tmp,
+                dst_dir,
+                src.name,
+                sys::RenameFlags::NOREPLACE,
+            )
+            .map(|()| method)
         });
         if committed.is_err() {
             let _ = remove_tree(work.fd.as_fd(), &tmp);
@@ -88,20 +113,45 @@ impl Union {
     }
 
     /// Creates the object itself (with its data) at `work/tmp`.
-    fn build_object(&self, src: &Source<'_>, work: BorrowedFd<'_>, tmp: &OsStr, data: CopyUpData) -> SysResult<CopyMethod> {
+    fn build_object(
+        &self,
+        src: &Source<'_>,
+        work: BorrowedFd<'_>,
+        tmp: &OsStr,
+        data: CopyUpData,
+    ) -> SysResult<CopyMethod> {
         match Kind::from_mode(src.stat.st_mode) {
             Kind::File => self.build_file(src, work, tmp, data),
-            Kind::Dir => sys::mkdir_at(work, tmp, Mode::from_raw_mode(0o700)).map(|()| CopyMethod::Empty),
+            Kind::Dir => {
+                sys::mkdir_at(work, tmp, Mode::from_raw_mode(0o700)).map(|()| CopyMethod::Empty)
+            }
             Kind::Symlink => {
                 let target = sys::readlink_at(src.dir, src.name)?;
                 sys::symlink_at(OsStr::from_bytes(&target), work, tmp).map(|()| CopyMethod::Empty)
             }
-            _ => sys::mknod_at(work, tmp, src.stat.st_mode & !0o7777 | 0o600, src.stat.st_rdev).map(|()| CopyMethod::Empty),
+            _ => sys::mknod_at(
+                work,
+                tmp,
+                src.stat.st_mode & !0o7777 | 0o600,
+                src.stat.st_rdev,
+            )
+            .map(|()| CopyMethod::Empty),
         }
     }
 
-    fn build_file(&self, src: &Source<'_>, work: BorrowedFd<'_>, tmp: &OsStr, data: CopyUpData) -> SysResult<CopyMethod> {
-        let dst = sys::open_at(work, tmp, OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY, Mode::from_raw_mode(0o600))?;
+    fn build_file(
+        &self,
+        src: &Source<'_>,
+        work: BorrowedFd<'_>,
+        tmp: &OsStr,
+        data: CopyUpData,
+    ) -> SysResult<CopyMethod> {
+        let dst = sys::open_at(
+            work,
+            tmp,
+            OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY,
+            Mode::from_raw_mode(0o600),
+        )?;
         let size = src.stat.st_size as u64;
         let len = match data {
             CopyUpData::Full => size,
@@ -126,14 +176,25 @@ impl Union {
         self.copy_xattrs(src, work, tmp)?;
         self.copy_owner(src, work, tmp)?;
         if kind != Kind::Symlink {
-            rustix::fs::chmodat(work, tmp, Mode::from_raw_mode(src.stat.st_mode & 0o7777), sys::AtFlags::empty())?;
+            rustix::fs::chmodat(
+                work,
+                tmp,
+                Mode::from_raw_mode(src.stat.st_mode & 0o7777),
+                sys::AtFlags::empty(),
+            )?;
         }
         if kind != Kind::Dir {
             self.write_origin(src, work, tmp);
         }
         let times = rustix::fs::Timestamps {
-            last_access: rustix::fs::Timespec { tv_sec: src.stat.st_atime, tv_nsec: src.stat.st_atime_nsec as _ },
-            last_modification: rustix::fs::Timespec { tv_sec: src.stat.st_mtime, tv_nsec: src.stat.st_mtime_nsec as _ },
+            last_access: rustix::fs::Timespec {
+                tv_sec: src.stat.st_atime,
+                tv_nsec: src.stat.st_atime_nsec as _,
+            },
+            last_modification: rustix::fs::Timespec {
+                tv_sec: src.stat.st_mtime,
+                tv_nsec: src.stat.st_mtime_nsec as _,
+            },
         };
         sys::utimens_at(work, tmp, &times)
     }
@@ -144,13 +205,21 @@ impl Union {
             Err(Errno::NOTSUP) | Err(Errno::PERM) | Err(Errno::ACCESS) => return Ok(()),
             Err(e) => return Err(e),
         };
-        for key in names.iter().filter(|k| !whiteout::is_private_xattr(k.as_bytes())) {
-            let Some(value) = sys::xattr::get_opt(src.dir, src.name, key)? else { continue };
+        for key in names
+            .iter()
+            .filter(|k| !whiteout::is_private_xattr(k.as_bytes()))
+        {
+            let Some(value) = sys::xattr::get_opt(src.dir, src.name, key)? else {
+                continue;
+            };
             match sys::xattr::set(work, tmp, key, &value, sys::xattr::XattrFlags::empty()) {
                 Ok(()) => {}
                 // Namespaces we may not write (trusted.*, security.* unprivileged; user.* on
                 // symlinks) are dropped, as kernel overlayfs drops what the upper cannot hold.
-                Err(Errno::PERM) | Err(Errno::NOTSUP) | Err(Errno::ACCESS) if !key.as_bytes().starts_with(b"user.") || Kind::from_mode(src.stat.st_mode) == Kind::Symlink => {
+                Err(Errno::PERM) | Err(Errno::NOTSUP) | Err(Errno::ACCESS)
+                    if !key.as_bytes().starts_with(b"user.")
+                        || Kind::from_mode(src.stat.st_mode) == Kind::Symlink =>
+                {
                     tracing::debug!(?key, "xattr not copied up");
                 }
                 Err(e) => return Err(e),
@@ -186,14 +255,22 @@ impl Union {
         if node.kind.is_dir() && !dir_layers.contains(&upper) {
             dir_layers.insert(0, upper);
         }
-        node.set_placement(Placement { layer: upper, dir_layers });
+        node.set_placement(Placement {
+            layer: upper,
+            dir_layers,
+        });
         self.invalidate_aliases(node);
     }
 }
 
 /// Opens the source file for reading without moving its atime where we may avoid it.
 fn open_source(src: &Source<'_>) -> SysResult<OwnedFd> {
-    match sys::open_at(src.dir, src.name, OFlags::RDONLY | OFlags::NOATIME, Mode::empty()) {
+    match sys::open_at(
+        src.dir,
+        src.name,
+        OFlags::RDONLY | OFlags::NOATIME,
+        Mode::empty(),
+    ) {
         Err(Errno::PERM) => sys::open_at(src.dir, src.name, OFlags::RDONLY, Mode::empty()),
         other => other,
     }

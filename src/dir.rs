@@ -76,7 +76,12 @@ impl Union {
         let fh = match (what, fd) {
             (NewObject::File { flags, .. }, Some(fd)) => {
                 let layer = node.layer();
-                Some(self.insert_file(node.clone(), OFlags::from_bits_retain((flags & libc::O_ACCMODE) as u32), layer, fd))
+                Some(self.insert_file(
+                    node.clone(),
+                    OFlags::from_bits_retain((flags & libc::O_ACCMODE) as u32),
+                    layer,
+                    fd,
+                ))
             }
             _ => None,
         };
@@ -89,11 +94,21 @@ impl Union {
         let dir = self.dir_in(parent, self.upper_idx()?)?;
         let dir_stat = sys::stat_fd(dir.as_fd())?;
         let whiteout = upper_whiteout(dir.as_fd(), name)?;
-        Ok(Target { dir, dir_stat, whiteout })
+        Ok(Target {
+            dir,
+            dir_stat,
+            whiteout,
+        })
     }
 
     /// The common case: nothing at the name in the upper, so the object is made where it belongs.
-    fn create_in_place(&self, t: &Target, name: &OsStr, what: &NewObject<'_>, caller: Caller) -> SysResult<Option<OwnedFd>> {
+    fn create_in_place(
+        &self,
+        t: &Target,
+        name: &OsStr,
+        what: &NewObject<'_>,
+        caller: Caller,
+    ) -> SysResult<Option<OwnedFd>> {
         let fd = make_object(t.dir.as_fd(), name, what)?;
         if let Err(e) = self.give_to_caller(t, t.dir.as_fd(), name, what, caller) {
             let _ = remove_tree(t.dir.as_fd(), name);
@@ -104,7 +119,13 @@ impl Union {
 
     /// Over a whiteout, or a directory: build it complete in the work dir (owner, opacity), then
     /// swap it in with one rename so nobody sees it half made or the deleted contents come back.
-    fn create_via_work(&self, t: &Target, name: &OsStr, what: &NewObject<'_>, caller: Caller) -> SysResult<Option<OwnedFd>> {
+    fn create_via_work(
+        &self,
+        t: &Target,
+        name: &OsStr,
+        what: &NewObject<'_>,
+        caller: Caller,
+    ) -> SysResult<Option<OwnedFd>> {
         let work = self.stack.work()?;
         let tmp = work.temp_name();
         let wfd = work.fd.as_fd();
@@ -130,7 +151,13 @@ impl Union {
     }
 
     /// Moves `work/tmp` to `name`, replacing the whiteout there if any.
-    fn swap_in(&self, t: &Target, work: BorrowedFd<'_>, tmp: &OsStr, name: &OsStr) -> SysResult<()> {
+    fn swap_in(
+        &self,
+        t: &Target,
+        work: BorrowedFd<'_>,
+        tmp: &OsStr,
+        name: &OsStr,
+    ) -> SysResult<()> {
         match t.whiteout {
             Some(WhiteoutKind::CharDev) => {
                 sys::rename_at(work, tmp, t.dir.as_fd(), name, sys::RenameFlags::EXCHANGE)?;
@@ -147,9 +174,20 @@ impl Union {
 
     /// Ownership of a new object: the caller's uid; the caller's gid unless the parent is
     /// set-group-ID (then the parent's gid, and directories inherit the bit).
-    fn give_to_caller(&self, t: &Target, dir: BorrowedFd<'_>, name: &OsStr, what: &NewObject<'_>, caller: Caller) -> SysResult<()> {
+    fn give_to_caller(
+        &self,
+        t: &Target,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+        what: &NewObject<'_>,
+        caller: Caller,
+    ) -> SysResult<()> {
         let setgid_parent = t.dir_stat.st_mode & libc::S_ISGID != 0;
-        let gid = if setgid_parent { t.dir_stat.st_gid } else { caller.gid };
+        let gid = if setgid_parent {
+            t.dir_stat.st_gid
+        } else {
+            caller.gid
+        };
         if self.chown_new {
             sys::chown_at(dir, name, Some(caller.uid), Some(gid))?;
         } else if setgid_parent {
@@ -163,7 +201,12 @@ impl Union {
         } else if let NewObject::File { mode, .. } | NewObject::Node { mode, .. } = what {
             if mode & (libc::S_ISUID | libc::S_ISGID) != 0 && self.chown_new {
                 // chown drops set-id bits; restore the ones asked for.
-                rustix::fs::chmodat(dir, name, Mode::from_raw_mode(mode & 0o7777), sys::AtFlags::empty())?;
+                rustix::fs::chmodat(
+                    dir,
+                    name,
+                    Mode::from_raw_mode(mode & 0o7777),
+                    sys::AtFlags::empty(),
+                )?;
             }
         }
         Ok(())
@@ -178,19 +221,42 @@ impl Union {
     }
 
     /// Resolves the freshly created name and hands its node to the kernel.
-    fn adopt_new(&self, parent: &Arc<Node>, name: &OsStr, t: &Target) -> SysResult<(Arc<Node>, Stat)> {
+    fn adopt_new(
+        &self,
+        parent: &Arc<Node>,
+        name: &OsStr,
+        t: &Target,
+    ) -> SysResult<(Arc<Node>, Stat)> {
         let stat = sys::stat_at(t.dir.as_fd(), name)?;
         let upper = self.upper_idx()?;
         let kind = Kind::from_mode(stat.st_mode);
-        let dir_layers = if kind.is_dir() { vec![upper] } else { Vec::new() };
-        let placement = Placement { layer: upper, dir_layers };
-        let found = Resolved { kind, stat, placement, identity: (self.stack.get(upper).dev, stat.st_ino) };
-        self.index.insert(parent.ino, name, Cached::Present(found.clone()));
+        let dir_layers = if kind.is_dir() {
+            vec![upper]
+        } else {
+            Vec::new()
+        };
+        let placement = Placement {
+            layer: upper,
+            dir_layers,
+        };
+        let found = Resolved {
+            kind,
+            stat,
+            placement,
+            identity: (self.stack.get(upper).dev, stat.st_ino),
+        };
+        self.index
+            .insert(parent.ino, name, Cached::Present(found.clone()));
         self.instantiate(parent, name, &found)
     }
 
     /// `link(2)`: the object is copied up, then linked inside the upper.
-    pub fn link(&self, node: &Arc<Node>, parent: &Arc<Node>, name: &OsStr) -> SysResult<(Arc<Node>, Stat)> {
+    pub fn link(
+        &self,
+        node: &Arc<Node>,
+        parent: &Arc<Node>,
+        name: &OsStr,
+    ) -> SysResult<(Arc<Node>, Stat)> {
         self.check_new_name(parent, name)?;
         if node.kind.is_dir() {
             return Err(Errno::PERM);
@@ -250,7 +316,12 @@ impl Union {
         let upper = self.upper_idx()?;
         let dir = self.dir_in(parent, upper)?;
         let needs_whiteout = !self.stack.is_upper(found.placement.layer)
-            || lookup::lower_has_name(&self.stack, &parent.rel_path()?, &parent.placement().dir_layers, name)?;
+            || lookup::lower_has_name(
+                &self.stack,
+                &parent.rel_path()?,
+                &parent.placement().dir_layers,
+                name,
+            )?;
         self.remove_from_upper(dir.as_fd(), name, &found, needs_whiteout)?;
         self.index.insert(parent.ino, name, Cached::Absent);
         let ino = self.mapper.map(found.identity.0, found.identity.1);
@@ -261,7 +332,13 @@ impl Union {
     }
 
     /// The upper side of a removal: whiteout, or a plain removal, always atomic.
-    fn remove_from_upper(&self, dir: BorrowedFd<'_>, name: &OsStr, found: &Resolved, needs_whiteout: bool) -> SysResult<()> {
+    fn remove_from_upper(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+        found: &Resolved,
+        needs_whiteout: bool,
+    ) -> SysResult<()> {
         let in_upper = self.stack.is_upper(found.placement.layer);
         let work = self.stack.work()?;
         let format = &self.stack.format;
@@ -311,8 +388,16 @@ impl Union {
                 return node;
             }
         }
-        let alias = Alias { parent: parent.clone(), name: name.to_os_string() };
-        Arc::new(Node::new(ino, found.kind, Some(alias), found.placement.clone()))
+        let alias = Alias {
+            parent: parent.clone(),
+            name: name.to_os_string(),
+        };
+        Arc::new(Node::new(
+            ino,
+            found.kind,
+            Some(alias),
+            found.placement.clone(),
+        ))
     }
 }
 
@@ -331,16 +416,36 @@ fn upper_whiteout(dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<Option<Whiteou
 
 /// Makes the object itself; files come back open (read-write: the kernel enforces the mode the
 /// caller asked for on its own file).
-fn make_object(dir: BorrowedFd<'_>, name: &OsStr, what: &NewObject<'_>) -> SysResult<Option<OwnedFd>> {
+fn make_object(
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
+    what: &NewObject<'_>,
+) -> SysResult<Option<OwnedFd>> {
     match what {
         NewObject::File { mode, flags } => {
-            let extra = OFlags::from_bits_retain((flags & (libc::O_DIRECT | libc::O_SYNC | libc::O_DSYNC)) as u32);
-            let fd = sys::open_at(dir, name, OFlags::CREATE | OFlags::EXCL | OFlags::RDWR | extra, Mode::from_raw_mode(mode & 0o7777))?;
+            let extra = OFlags::from_bits_retain(
+                (flags & (libc::O_DIRECT | libc::O_SYNC | libc::O_DSYNC)) as u32,
+            );
+            let fd = sys::open_at(
+                dir,
+                name,
+                OFlags::CREATE | OFlags::EXCL | OFlags::RDWR | extra,
+                Mode::from_raw_mode(mode & 0o7777),
+            )?;
             Ok(Some(fd))
         }
-        NewObject::Dir { mode } => sys::mkdir_at(dir, name, Mode::from_raw_mode(mode & 0o7777)).map(|()| None),
-        NewObject::Node { mode, .. } if mode & libc::S_IFMT == libc::S_IFREG || mode & libc::S_IFMT == 0 => {
-            let fd = sys::open_at(dir, name, OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY, Mode::from_raw_mode(mode & 0o7777))?;
+        NewObject::Dir { mode } => {
+            sys::mkdir_at(dir, name, Mode::from_raw_mode(mode & 0o7777)).map(|()| None)
+        }
+        NewObject::Node { mode, .. }
+            if mode & libc::S_IFMT == libc::S_IFREG || mode & libc::S_IFMT == 0 =>
+        {
+            let fd = sys::open_at(
+                dir,
+                name,
+                OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY,
+                Mode::from_raw_mode(mode & 0o7777),
+            )?;
             drop(fd);
             Ok(None)
         }

@@ -14,7 +14,10 @@ pub enum SetupError {
     /// Two given directories conflict (same, nested, wrong filesystem).
     Conflict(String),
     /// A system call failed while setting up.
-    Io { context: String, source: std::io::Error },
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
     /// The environment lacks something the mount needs (`/dev/fuse`, `fusermount3`).
     Environment(String),
     /// The background daemon failed and already printed why on the stderr it shares with the
@@ -24,11 +27,17 @@ pub enum SetupError {
 
 impl SetupError {
     pub fn path(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
-        SetupError::Path { path: path.into(), reason: reason.into() }
+        SetupError::Path {
+            path: path.into(),
+            reason: reason.into(),
+        }
     }
 
     pub fn io(context: impl Into<String>, source: impl Into<std::io::Error>) -> Self {
-        SetupError::Io { context: context.into(), source: source.into() }
+        SetupError::Io {
+            context: context.into(),
+            source: source.into(),
+        }
     }
 
     /// Exit code: 2 for usage errors (like clap), 1 for everything else.

@@ -17,10 +17,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fuser::{
-    AccessFlags, CopyFileRangeFlags, Errno as FuseErrno, FileHandle, Filesystem, FopenFlags, Generation,
-    INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite,
-    ReplyXattr, Request, TimeOrNow, WriteFlags,
+    AccessFlags, CopyFileRangeFlags, Errno as FuseErrno, FileHandle, Filesystem, FopenFlags,
+    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek,
+    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::attr::{AttrChanges, NewTime, file_type};
@@ -45,7 +45,11 @@ pub struct UnionFs {
 impl UnionFs {
     pub fn new(config: &MountConfig) -> Result<UnionFs, SetupError> {
         let union = Union::new(config)?;
-        Ok(UnionFs { union: Arc::new(union), ttl: config.fs.timeout, writeback: config.fuse.writeback })
+        Ok(UnionFs {
+            union: Arc::new(union),
+            ttl: config.fs.timeout,
+            writeback: config.fuse.writeback,
+        })
     }
 
     /// The union behind the mount, for the metrics view.
@@ -63,7 +67,10 @@ fn errno(e: Errno) -> FuseErrno {
 }
 
 fn caller(req: &Request) -> Caller {
-    Caller { uid: req.uid(), gid: req.gid() }
+    Caller {
+        uid: req.uid(),
+        gid: req.gid(),
+    }
 }
 
 fn new_time(t: Option<TimeOrNow>) -> Option<NewTime> {
@@ -143,8 +150,18 @@ impl Filesystem for UnionFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let changes = AttrChanges { mode, uid, gid, size, atime: new_time(atime), mtime: new_time(mtime) };
-        match self.node(ino).and_then(|n| self.union.setattr(&n, changes, fh.map(|f| f.0))) {
+        let changes = AttrChanges {
+            mode,
+            uid,
+            gid,
+            size,
+            atime: new_time(atime),
+            mtime: new_time(mtime),
+        };
+        match self
+            .node(ino)
+            .and_then(|n| self.union.setattr(&n, changes, fh.map(|f| f.0)))
+        {
             Ok(attr) => reply.attr(&self.ttl, &attr),
             Err(e) => reply.error(errno(e)),
         }
@@ -157,29 +174,72 @@ impl Filesystem for UnionFs {
         }
     }
 
-    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, rdev: u32, reply: ReplyEntry) {
-        let what = NewObject::Node { mode: mode & !umask, rdev: rdev as u64 };
-        let result = self.node(parent).and_then(|p| self.union.create_object(&p, name, what, caller(req)));
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let what = NewObject::Node {
+            mode: mode & !umask,
+            rdev: rdev as u64,
+        };
+        let result = self
+            .node(parent)
+            .and_then(|p| self.union.create_object(&p, name, what, caller(req)));
         reply_entry(self, reply, result.map(|(n, st, _)| (n, st)));
     }
 
-    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
-        let what = NewObject::Dir { mode: mode & !umask };
-        let result = self.node(parent).and_then(|p| self.union.create_object(&p, name, what, caller(req)));
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let what = NewObject::Dir {
+            mode: mode & !umask,
+        };
+        let result = self
+            .node(parent)
+            .and_then(|p| self.union.create_object(&p, name, what, caller(req)));
         reply_entry(self, reply, result.map(|(n, st, _)| (n, st)));
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        reply_empty(reply, self.node(parent).and_then(|p| self.union.unlink(&p, name)));
+        reply_empty(
+            reply,
+            self.node(parent).and_then(|p| self.union.unlink(&p, name)),
+        );
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        reply_empty(reply, self.node(parent).and_then(|p| self.union.rmdir(&p, name)));
+        reply_empty(
+            reply,
+            self.node(parent).and_then(|p| self.union.rmdir(&p, name)),
+        );
     }
 
-    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
-        let what = NewObject::Symlink { target: target.as_os_str() };
-        let result = self.node(parent).and_then(|p| self.union.create_object(&p, link_name, what, caller(req)));
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        let what = NewObject::Symlink {
+            target: target.as_os_str(),
+        };
+        let result = self
+            .node(parent)
+            .and_then(|p| self.union.create_object(&p, link_name, what, caller(req)));
         reply_entry(self, reply, result.map(|(n, st, _)| (n, st)));
     }
 
@@ -198,12 +258,25 @@ impl Filesystem for UnionFs {
                 return Err(Errno::INVAL);
             }
             let (p, np) = (self.node(parent)?, self.node(newparent)?);
-            self.union.rename(&p, name, &np, newname, sys::RenameFlags::from_bits_retain(flags.bits()))
+            self.union.rename(
+                &p,
+                name,
+                &np,
+                newname,
+                sys::RenameFlags::from_bits_retain(flags.bits()),
+            )
         })();
         reply_empty(reply, result);
     }
 
-    fn link(&self, _req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
         let result = (|| {
             let (n, p) = (self.node(ino)?, self.node(newparent)?);
             self.union.link(&n, &p, newname)
@@ -253,7 +326,14 @@ impl Filesystem for UnionFs {
         }
     }
 
-    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
         reply.ok();
     }
 
@@ -271,14 +351,24 @@ impl Filesystem for UnionFs {
         reply.ok();
     }
 
-    fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         reply_empty(reply, self.union.fsync(fh.0, datasync));
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.node(ino) {
             Ok(node) if node.kind.is_dir() => {
-                let fh = self.union.handles.insert_dir(OpenDir { node, listing: Default::default() });
+                let fh = self.union.handles.insert_dir(OpenDir {
+                    node,
+                    listing: Default::default(),
+                });
                 reply.opened(FileHandle(fh), FopenFlags::empty());
             }
             Ok(_) => reply.error(FuseErrno::ENOTDIR),
@@ -286,7 +376,14 @@ impl Filesystem for UnionFs {
         }
     }
 
-    fn readdir(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
         let entries = match self.union.dir_entries(fh.0, offset) {
             Ok(e) => e,
             Err(e) => return reply.error(errno(e)),
@@ -300,7 +397,14 @@ impl Filesystem for UnionFs {
         reply.ok();
     }
 
-    fn readdirplus(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
         let result = self.union.dir_entries_plus(fh.0, offset);
         let entries = match result {
             Ok(e) => e,
@@ -308,7 +412,14 @@ impl Filesystem for UnionFs {
         };
         let mut sent = 0;
         for (next, entry, node, st) in entries.iter() {
-            if reply.add(INodeNo(node.ino), *next, &entry.name, &self.ttl, &self.union.attr_of(node, st), Generation(0)) {
+            if reply.add(
+                INodeNo(node.ino),
+                *next,
+                &entry.name,
+                &self.ttl,
+                &self.union.attr_of(node, st),
+                Generation(0),
+            ) {
                 break;
             }
             sent += 1;
@@ -322,13 +433,31 @@ impl Filesystem for UnionFs {
         reply.ok();
     }
 
-    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
         self.union.handles.release_dir(fh.0);
         reply.ok();
     }
 
-    fn fsyncdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
-        reply_empty(reply, self.node(ino).and_then(|n| self.union.fsyncdir(&n, datasync)));
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply_empty(
+            reply,
+            self.node(ino)
+                .and_then(|n| self.union.fsyncdir(&n, datasync)),
+        );
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
@@ -347,34 +476,81 @@ impl Filesystem for UnionFs {
         }
     }
 
-    fn setxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, value: &[u8], flags: i32, _position: u32, reply: ReplyEmpty) {
-        reply_empty(reply, self.node(ino).and_then(|n| self.union.setxattr(&n, name, value, flags)));
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        reply_empty(
+            reply,
+            self.node(ino)
+                .and_then(|n| self.union.setxattr(&n, name, value, flags)),
+        );
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        reply_xattr(reply, size, self.node(ino).and_then(|n| self.union.getxattr(&n, name)));
+        reply_xattr(
+            reply,
+            size,
+            self.node(ino).and_then(|n| self.union.getxattr(&n, name)),
+        );
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        reply_xattr(reply, size, self.node(ino).and_then(|n| self.union.listxattr(&n)));
+        reply_xattr(
+            reply,
+            size,
+            self.node(ino).and_then(|n| self.union.listxattr(&n)),
+        );
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        reply_empty(reply, self.node(ino).and_then(|n| self.union.removexattr(&n, name)));
+        reply_empty(
+            reply,
+            self.node(ino)
+                .and_then(|n| self.union.removexattr(&n, name)),
+        );
     }
 
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
-        let result = self.node(ino).and_then(|n| self.union.access(&n, mask.bits(), caller(req)));
+        let result = self
+            .node(ino)
+            .and_then(|n| self.union.access(&n, mask.bits(), caller(req)));
         reply_empty(reply, result);
     }
 
-    fn create(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, flags: i32, reply: ReplyCreate) {
-        let what = NewObject::File { mode: mode & !umask, flags };
-        let result = self.node(parent).and_then(|p| self.union.create_object(&p, name, what, caller(req)));
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let what = NewObject::File {
+            mode: mode & !umask,
+            flags,
+        };
+        let result = self
+            .node(parent)
+            .and_then(|p| self.union.create_object(&p, name, what, caller(req)));
         match result {
             Ok((node, st, Some(fh))) => {
                 let attr = self.union.attr_of(&node, &st);
-                reply.created(&self.ttl, &attr, Generation(0), FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
+                reply.created(
+                    &self.ttl,
+                    &attr,
+                    Generation(0),
+                    FileHandle(fh),
+                    FopenFlags::FOPEN_KEEP_CACHE,
+                );
             }
             Ok((node, _, None)) => {
                 self.union.nodes.forget(node.ino, 1);
@@ -384,11 +560,28 @@ impl Filesystem for UnionFs {
         }
     }
 
-    fn fallocate(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, length: u64, mode: i32, reply: ReplyEmpty) {
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
         reply_empty(reply, self.union.fallocate(fh.0, offset, length, mode));
     }
 
-    fn lseek(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: i64, whence: i32, reply: ReplyLseek) {
+    fn lseek(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
         match self.union.lseek(fh.0, offset, whence) {
             Ok(pos) => reply.offset(pos),
             Err(e) => reply.error(errno(e)),
@@ -408,7 +601,10 @@ impl Filesystem for UnionFs {
         _flags: CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
-        match self.union.copy_file_range(fh_in.0, offset_in, fh_out.0, offset_out, len) {
+        match self
+            .union
+            .copy_file_range(fh_in.0, offset_in, fh_out.0, offset_out, len)
+        {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(errno(e)),
         }

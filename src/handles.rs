@@ -99,7 +99,12 @@ impl Handles {
 
 /// Open flags the real file is opened with; creation flags were handled before.
 fn real_open_flags(flags: i32) -> OFlags {
-    let keep = libc::O_ACCMODE | libc::O_NONBLOCK | libc::O_DIRECT | libc::O_SYNC | libc::O_DSYNC | libc::O_NOATIME;
+    let keep = libc::O_ACCMODE
+        | libc::O_NONBLOCK
+        | libc::O_DIRECT
+        | libc::O_SYNC
+        | libc::O_DSYNC
+        | libc::O_NOATIME;
     OFlags::from_bits_retain((flags & keep) as u32)
 }
 
@@ -111,7 +116,12 @@ impl Union {
     /// Opens a node's object in `layer` without following symlinks.
     pub fn open_real(&self, node: &Node, layer: LayerIdx, flags: OFlags) -> SysResult<OwnedFd> {
         let (dir, name) = self.parent_dir_in(node, layer)?;
-        let fd = sys::open_at(dir.as_fd(), &name, flags | OFlags::NOATIME, sys::Mode::empty());
+        let fd = sys::open_at(
+            dir.as_fd(),
+            &name,
+            flags | OFlags::NOATIME,
+            sys::Mode::empty(),
+        );
         match fd {
             // O_NOATIME is only for the owner (or CAP_FOWNER); without it atimes of lowers may move.
             Err(Errno::PERM) => sys::open_at(dir.as_fd(), &name, flags, sys::Mode::empty()),
@@ -129,11 +139,20 @@ impl Union {
             if self.read_only() {
                 return Err(Errno::ROFS);
             }
-            let data = if flags & libc::O_TRUNC != 0 { CopyUpData::Truncated(0) } else { CopyUpData::Full };
+            let data = if flags & libc::O_TRUNC != 0 {
+                CopyUpData::Truncated(0)
+            } else {
+                CopyUpData::Full
+            };
             self.copy_up(&node, data)?;
         }
         let layer = node.layer();
-        let oflags = real_open_flags(flags) | if flags & libc::O_TRUNC != 0 { OFlags::TRUNC } else { OFlags::empty() };
+        let oflags = real_open_flags(flags)
+            | if flags & libc::O_TRUNC != 0 {
+                OFlags::TRUNC
+            } else {
+                OFlags::empty()
+            };
         let fd = self.open_real(&node, layer, oflags)?;
         Ok(self.insert_file(node, oflags, layer, fd))
     }
@@ -141,7 +160,11 @@ impl Union {
     /// Registers an fd already opened (by `open` or `create`).
     pub fn insert_file(&self, node: Arc<Node>, flags: OFlags, layer: LayerIdx, fd: OwnedFd) -> Fh {
         let fh = self.handles.next_fh();
-        let file = OpenFile { node, flags, real: RwLock::new((layer, Arc::new(fd))) };
+        let file = OpenFile {
+            node,
+            flags,
+            real: RwLock::new((layer, Arc::new(fd))),
+        };
         self.handles.files.insert(fh, Arc::new(file));
         fh
     }
@@ -185,7 +208,14 @@ impl Union {
     }
 
     /// In-kernel copy between two open files of the union (both real files live in layers).
-    pub fn copy_file_range(&self, fh_in: Fh, off_in: u64, fh_out: Fh, off_out: u64, len: u64) -> SysResult<usize> {
+    pub fn copy_file_range(
+        &self,
+        fh_in: Fh,
+        off_in: u64,
+        fh_out: Fh,
+        off_out: u64,
+        len: u64,
+    ) -> SysResult<usize> {
         let src = self.handles.file(fh_in)?.fd(self)?;
         let dst = self.handles.file(fh_out)?.fd(self)?;
         let (mut i, mut o) = (off_in, off_out);

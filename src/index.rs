@@ -42,7 +42,9 @@ impl PathIndex {
     pub fn new(capacity: usize) -> PathIndex {
         let per_shard = NonZeroUsize::new((capacity / SHARDS).max(16)).unwrap_or(NonZeroUsize::MIN);
         PathIndex {
-            shards: (0..SHARDS).map(|_| Mutex::new(LruCache::new(per_shard))).collect(),
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(LruCache::new(per_shard)))
+                .collect(),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }
@@ -58,17 +60,25 @@ impl PathIndex {
     pub fn get(&self, parent: Ino, name: &OsStr) -> Option<Cached> {
         let key = (parent, name.to_os_string());
         let hit = self.shard(parent, name).lock().get(&key).cloned();
-        let counter = if hit.is_some() { &self.hits } else { &self.misses };
+        let counter = if hit.is_some() {
+            &self.hits
+        } else {
+            &self.misses
+        };
         counter.fetch_add(1, Ordering::Relaxed);
         hit
     }
 
     pub fn insert(&self, parent: Ino, name: &OsStr, value: Cached) {
-        self.shard(parent, name).lock().put((parent, name.to_os_string()), value);
+        self.shard(parent, name)
+            .lock()
+            .put((parent, name.to_os_string()), value);
     }
 
     pub fn invalidate(&self, parent: Ino, name: &OsStr) {
-        self.shard(parent, name).lock().pop(&(parent, name.to_os_string()));
+        self.shard(parent, name)
+            .lock()
+            .pop(&(parent, name.to_os_string()));
     }
 
     /// Hit ratio so far, for the metrics view.

@@ -100,7 +100,10 @@ impl Node {
             ino,
             kind,
             lookups: AtomicU64::new(0),
-            state: RwLock::new(NodeState { aliases: alias.into_iter().collect(), placement }),
+            state: RwLock::new(NodeState {
+                aliases: alias.into_iter().collect(),
+                placement,
+            }),
             copy_up_lock: Mutex::new(()),
             dir_lock: Mutex::new(()),
         }
@@ -134,21 +137,39 @@ impl Node {
     /// Records that the node is reachable by `parent`/`name` (a lookup through another link).
     pub fn add_alias(&self, parent: &Arc<Node>, name: &OsStr) {
         let mut st = self.state.write();
-        if !st.aliases.iter().any(|a| a.parent.ino == parent.ino && a.name == name) {
-            st.aliases.push(Alias { parent: parent.clone(), name: name.to_os_string() });
+        if !st
+            .aliases
+            .iter()
+            .any(|a| a.parent.ino == parent.ino && a.name == name)
+        {
+            st.aliases.push(Alias {
+                parent: parent.clone(),
+                name: name.to_os_string(),
+            });
         }
     }
 
     pub fn remove_alias(&self, parent: Ino, name: &OsStr) {
-        self.state.write().aliases.retain(|a| !(a.parent.ino == parent && a.name == name));
+        self.state
+            .write()
+            .aliases
+            .retain(|a| !(a.parent.ino == parent && a.name == name));
     }
 
     /// A rename moves one alias.
     pub fn move_alias(&self, from: (Ino, &OsStr), to_parent: &Arc<Node>, to_name: &OsStr) {
         let mut st = self.state.write();
-        st.aliases.retain(|a| !(a.parent.ino == from.0 && a.name == from.1));
-        st.aliases.retain(|a| !(a.parent.ino == to_parent.ino && a.name == to_name));
-        st.aliases.insert(0, Alias { parent: to_parent.clone(), name: to_name.to_os_string() });
+        st.aliases
+            .retain(|a| !(a.parent.ino == from.0 && a.name == from.1));
+        st.aliases
+            .retain(|a| !(a.parent.ino == to_parent.ino && a.name == to_name));
+        st.aliases.insert(
+            0,
+            Alias {
+                parent: to_parent.clone(),
+                name: to_name.to_os_string(),
+            },
+        );
     }
 
     /// The path of the node relative to every layer root (`""` for the root). Directories that
@@ -188,7 +209,9 @@ impl Node {
     fn forget(&self, n: u64) -> bool {
         let prev = self
             .lookups
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| Some(v.saturating_sub(n)))
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+                Some(v.saturating_sub(n))
+            })
             .unwrap_or(0);
         prev <= n
     }
@@ -222,7 +245,10 @@ impl NodeTable {
             Entry::Occupied(mut slot) => {
                 if slot.get().is_unlinked() {
                     let fresh = make();
-                    fresh.lookups.store(slot.get().lookups.load(Ordering::Acquire), Ordering::Release);
+                    fresh.lookups.store(
+                        slot.get().lookups.load(Ordering::Acquire),
+                        Ordering::Release,
+                    );
                     slot.insert(Arc::new(fresh));
                 }
                 slot.get().clone()
@@ -273,7 +299,11 @@ impl InoMapper {
                 devices.push(dev);
             }
         }
-        let tag_bits = if devices.len() <= 1 { 0 } else { 64 - (devices.len() as u64).leading_zeros() };
+        let tag_bits = if devices.len() <= 1 {
+            0
+        } else {
+            64 - (devices.len() as u64).leading_zeros()
+        };
         InoMapper {
             devices,
             tag_bits,
@@ -285,9 +315,17 @@ impl InoMapper {
 
     /// The inode number for an object whose identity is (`dev`, `ino`).
     pub fn map(&self, dev: u64, ino: u64) -> Ino {
-        let tag = self.devices.iter().position(|&d| d == dev).map(|t| t as u64);
+        let tag = self
+            .devices
+            .iter()
+            .position(|&d| d == dev)
+            .map(|t| t as u64);
         let direct = match tag {
-            Some(tag) if self.fits(ino) => Some(if self.tag_bits == 0 { ino } else { (tag << (64 - self.tag_bits)) | ino }),
+            Some(tag) if self.fits(ino) => Some(if self.tag_bits == 0 {
+                ino
+            } else {
+                (tag << (64 - self.tag_bits)) | ino
+            }),
             _ => None,
         };
         match direct {

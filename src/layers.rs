@@ -61,7 +61,10 @@ impl WorkDir {
     fn remove_stale(&self) -> SysResult<usize> {
         let entries = sys::read_dir_entries(sys::open_dir_read(self.fd.as_fd(), b"")?)?;
         let mut removed = 0;
-        for entry in entries.iter().filter(|e| e.name.starts_with(TEMP_PREFIX.as_bytes())) {
+        for entry in entries
+            .iter()
+            .filter(|e| e.name.starts_with(TEMP_PREFIX.as_bytes()))
+        {
             remove_tree(self.fd.as_fd(), OsStr::from_bytes(&entry.name))?;
             removed += 1;
         }
@@ -132,7 +135,9 @@ impl LayerStack {
             layers.push(open_layer(lower, idx, false)?);
         }
         if layers.is_empty() {
-            return Err(SetupError::Usage("at least one lower directory is needed".into()));
+            return Err(SetupError::Usage(
+                "at least one lower directory is needed".into(),
+            ));
         }
         let has_upper = paths.upper.is_some();
         let work = match (&paths.upper, &paths.workdir) {
@@ -142,9 +147,18 @@ impl LayerStack {
         let hidden_root_name = hidden_workdir_name(paths);
         let format = match &work {
             Some(w) => probe_write_format(w, whiteout)?,
-            None => WriteFormat { chardev_whiteouts: false, xattr_prefix: "user." },
+            None => WriteFormat {
+                chardev_whiteouts: false,
+                xattr_prefix: "user.",
+            },
         };
-        Ok(LayerStack { layers, has_upper, work, format, hidden_root_name })
+        Ok(LayerStack {
+            layers,
+            has_upper,
+            work,
+            format,
+            hidden_root_name,
+        })
     }
 
     pub fn layers(&self) -> &[Layer] {
@@ -160,7 +174,11 @@ impl LayerStack {
     }
 
     pub fn upper(&self) -> Option<&Layer> {
-        if self.has_upper { self.layers.first() } else { None }
+        if self.has_upper {
+            self.layers.first()
+        } else {
+            None
+        }
     }
 
     pub fn is_upper(&self, idx: LayerIdx) -> bool {
@@ -187,10 +205,20 @@ fn too_many_layers() -> SetupError {
 }
 
 fn open_layer(path: &Path, idx: LayerIdx, writable: bool) -> Result<Layer, SetupError> {
-    let root = rustix::fs::open(path, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-        .map_err(|e| SetupError::path(path, format!("cannot open layer: {e}")))?;
+    let root = rustix::fs::open(
+        path,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| SetupError::path(path, format!("cannot open layer: {e}")))?;
     let st = sys::stat_fd(root.as_fd()).map_err(|e| SetupError::path(path, e.to_string()))?;
-    Ok(Layer { idx, root, path: path.to_path_buf(), dev: st.st_dev, writable })
+    Ok(Layer {
+        idx,
+        root,
+        path: path.to_path_buf(),
+        dev: st.st_dev,
+        writable,
+    })
 }
 
 /// The work dir as given, or `UPPER/.unionfs-rs-work`, created if missing, cleaned of stale
@@ -203,16 +231,33 @@ fn open_workdir(upper: &Path, workdir: Option<&Path>) -> Result<WorkDir, SetupEr
     match std::fs::create_dir(&path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(SetupError::path(&path, format!("cannot create work directory: {e}"))),
+        Err(e) => {
+            return Err(SetupError::path(
+                &path,
+                format!("cannot create work directory: {e}"),
+            ));
+        }
     }
-    let fd = rustix::fs::open(&path, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-        .map_err(|e| SetupError::path(&path, format!("cannot open work directory: {e}")))?;
-    let work_dev = sys::stat_fd(fd.as_fd()).map_err(|e| SetupError::path(&path, e.to_string()))?.st_dev;
+    let fd = rustix::fs::open(
+        &path,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| SetupError::path(&path, format!("cannot open work directory: {e}")))?;
+    let work_dev = sys::stat_fd(fd.as_fd())
+        .map_err(|e| SetupError::path(&path, e.to_string()))?
+        .st_dev;
     let upper_dev = std::fs::metadata(upper).map_err(|e| SetupError::path(upper, e.to_string()))?;
     if std::os::unix::fs::MetadataExt::dev(&upper_dev) != work_dev {
-        return Err(SetupError::path(&path, "work directory is not on the upper's filesystem"));
+        return Err(SetupError::path(
+            &path,
+            "work directory is not on the upper's filesystem",
+        ));
     }
-    let work = WorkDir { fd, next: AtomicU64::new(0) };
+    let work = WorkDir {
+        fd,
+        next: AtomicU64::new(0),
+    };
     let removed = work
         .remove_stale()
         .map_err(|e| SetupError::path(&path, format!("cannot clean work directory: {e}")))?;
@@ -251,7 +296,10 @@ fn probe_write_format(work: &WorkDir, want: WhiteoutFormat) -> Result<WriteForma
             ));
         }
     };
-    Ok(WriteFormat { chardev_whiteouts, xattr_prefix: probe_xattr_prefix(work) })
+    Ok(WriteFormat {
+        chardev_whiteouts,
+        xattr_prefix: probe_xattr_prefix(work),
+    })
 }
 
 fn probe_xattr_prefix(work: &WorkDir) -> &'static str {

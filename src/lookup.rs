@@ -35,7 +35,11 @@ enum LayerAnswer {
     WhitedOut,
     /// Present; `hides_below` when an opaque marker or same-layer OCI whiteout stops the descent;
     /// `origin` is the identity recorded at copy-up (upper non-directories only).
-    Present { stat: Stat, hides_below: bool, origin: Option<(u64, u64)> },
+    Present {
+        stat: Stat,
+        hides_below: bool,
+        origin: Option<(u64, u64)>,
+    },
 }
 
 /// Resolves `name` in the directory at `parent_rel` whose merged layers are `parent_layers`.
@@ -52,7 +56,11 @@ pub fn resolve(
         let (stat, hides_below, origin) = match answer {
             LayerAnswer::Absent => continue,
             LayerAnswer::WhitedOut => break,
-            LayerAnswer::Present { stat, hides_below, origin } => (stat, hides_below, origin),
+            LayerAnswer::Present {
+                stat,
+                hides_below,
+                origin,
+            } => (stat, hides_below, origin),
         };
         let kind = Kind::from_mode(stat.st_mode);
         let dev = stack.get(layer).dev;
@@ -61,7 +69,14 @@ pub fn resolve(
                 found = Some(Resolved {
                     kind,
                     stat,
-                    placement: Placement { layer, dir_layers: if kind.is_dir() { vec![layer] } else { Vec::new() } },
+                    placement: Placement {
+                        layer,
+                        dir_layers: if kind.is_dir() {
+                            vec![layer]
+                        } else {
+                            Vec::new()
+                        },
+                    },
                     identity: origin.unwrap_or((dev, stat.st_ino)),
                 });
                 if !kind.is_dir() {
@@ -114,7 +129,12 @@ fn ask_layer(
         None => Ok(LayerAnswer::Absent),
         Some(st) => {
             let opaque = sys::is_dir_stat(&st) && !is_last && {
-                let sub = sys::open_at(dir.as_fd(), name, sys::OFlags::PATH | sys::OFlags::DIRECTORY, sys::Mode::empty())?;
+                let sub = sys::open_at(
+                    dir.as_fd(),
+                    name,
+                    sys::OFlags::PATH | sys::OFlags::DIRECTORY,
+                    sys::Mode::empty(),
+                )?;
                 whiteout::is_opaque_dir(sub.as_fd())?
             };
             let origin = if stack.is_upper(layer) && !sys::is_dir_stat(&st) {
@@ -122,7 +142,11 @@ fn ask_layer(
             } else {
                 None
             };
-            Ok(LayerAnswer::Present { stat: st, hides_below: opaque || oci_whiteout, origin })
+            Ok(LayerAnswer::Present {
+                stat: st,
+                hides_below: opaque || oci_whiteout,
+                origin,
+            })
         }
     }
 }
@@ -143,12 +167,20 @@ pub fn lower_has_name(
     layers: &[LayerIdx],
     name: &OsStr,
 ) -> SysResult<bool> {
-    let lowers: Vec<LayerIdx> = layers.iter().copied().filter(|&l| !stack.is_upper(l)).collect();
+    let lowers: Vec<LayerIdx> = layers
+        .iter()
+        .copied()
+        .filter(|&l| !stack.is_upper(l))
+        .collect();
     Ok(resolve(stack, parent_rel, &lowers, name)?.is_some())
 }
 
 /// The identity recorded by copy-up on an upper object, if any.
-pub fn read_origin(stack: &LayerStack, dir: std::os::fd::BorrowedFd<'_>, name: &OsStr) -> Option<(u64, u64)> {
+pub fn read_origin(
+    stack: &LayerStack,
+    dir: std::os::fd::BorrowedFd<'_>,
+    name: &OsStr,
+) -> Option<(u64, u64)> {
     let raw = sys::xattr::get_opt(dir, name, &stack.format.origin_xattr()).ok()??;
     InoMapper::decode_origin(&raw)
 }

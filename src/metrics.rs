@@ -53,7 +53,11 @@ impl Metrics {
 
     /// Upper bound (in microseconds) under which `q` (0..=1) of copy-ups completed.
     pub fn copy_up_latency_quantile_us(&self, q: f64) -> Option<u64> {
-        let counts: Vec<u64> = self.latency_us.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+        let counts: Vec<u64> = self
+            .latency_us
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect();
         let total: u64 = counts.iter().sum();
         if total == 0 {
             return None;

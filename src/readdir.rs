@@ -64,12 +64,22 @@ impl Union {
             }
             self.merge_layer(&mut merge, layer, fd, dir)?;
         }
-        merge.visible.into_iter().map(|c| self.settle(dir, c, impure)).collect()
+        merge
+            .visible
+            .into_iter()
+            .map(|c| self.settle(dir, c, impure))
+            .collect()
     }
 
     /// Adds one layer's entries: names not seen above become visible; this layer's whiteouts
     /// then hide the names of the layers below.
-    fn merge_layer(&self, merge: &mut Merge, layer: LayerIdx, fd: std::os::fd::OwnedFd, dir: &Node) -> SysResult<()> {
+    fn merge_layer(
+        &self,
+        merge: &mut Merge,
+        layer: LayerIdx,
+        fd: std::os::fd::OwnedFd,
+        dir: &Node,
+    ) -> SysResult<()> {
         let xattr_whiteouts = whiteout::dir_has_xattr_whiteouts(fd.as_fd())?;
         let dir_fd = fd.try_clone().map_err(|_| Errno::MFILE)?;
         let mut whiteouts = Vec::new();
@@ -92,12 +102,19 @@ impl Union {
             if self.is_hidden_root_name(dir, OsStr::from_bytes(&target)) {
                 continue;
             }
-            let Some(kind) = entry_kind(dir_fd.as_fd(), &target, entry.file_type, xattr_whiteouts)? else {
+            let Some(kind) = entry_kind(dir_fd.as_fd(), &target, entry.file_type, xattr_whiteouts)?
+            else {
                 whiteouts.push(target);
                 continue;
             };
             merge.seen.insert(target.clone(), Some(merge.visible.len()));
-            merge.visible.push(Candidate { name: target, kind, layer, raw_ino: entry.ino, shared: false });
+            merge.visible.push(Candidate {
+                name: target,
+                kind,
+                layer,
+                raw_ino: entry.ino,
+                shared: false,
+            });
         }
         for name in whiteouts {
             match merge.seen.get(&name) {
@@ -118,17 +135,28 @@ impl Union {
         if needs_lookup {
             if let Some(found) = self.resolve_child(dir, &name)? {
                 let ino = self.mapper.map(found.identity.0, found.identity.1);
-                return Ok(MergedEntry { name, kind: found.kind, ino });
+                return Ok(MergedEntry {
+                    name,
+                    kind: found.kind,
+                    ino,
+                });
             }
         }
         let ino = self.mapper.map(self.stack.get(c.layer).dev, c.raw_ino);
-        Ok(MergedEntry { name, kind: c.kind, ino })
+        Ok(MergedEntry {
+            name,
+            kind: c.kind,
+            ino,
+        })
     }
 
     /// Whether an upper directory holds renamed copied-up objects (set by `dir::rename`).
     fn is_impure(&self, upper_dir: BorrowedFd<'_>) -> bool {
         let key = self.impure_xattr();
-        matches!(sys::xattr::get_opt(upper_dir, OsStr::new(""), &key), Ok(Some(_)))
+        matches!(
+            sys::xattr::get_opt(upper_dir, OsStr::new(""), &key),
+            Ok(Some(_))
+        )
     }
 
     pub fn impure_xattr(&self) -> OsString {
@@ -147,7 +175,11 @@ type NextOffset = u64;
 impl Union {
     /// The entries of an open directory from `offset` on, each with the offset that follows it.
     /// Reading from offset 0 (a fresh start or `rewinddir`) takes a new snapshot of the listing.
-    pub fn dir_entries(&self, fh: crate::handles::Fh, offset: u64) -> SysResult<Vec<(NextOffset, MergedEntry)>> {
+    pub fn dir_entries(
+        &self,
+        fh: crate::handles::Fh,
+        offset: u64,
+    ) -> SysResult<Vec<(NextOffset, MergedEntry)>> {
         let dir = self.handles.dir(fh)?;
         let listing = {
             let mut current = dir.listing.lock();
@@ -156,10 +188,22 @@ impl Union {
             }
             current.clone()
         };
-        let parent_ino = dir.node.primary_alias().map(|a| a.parent.ino).unwrap_or(dir.node.ino);
+        let parent_ino = dir
+            .node
+            .primary_alias()
+            .map(|a| a.parent.ino)
+            .unwrap_or(dir.node.ino);
         let dots = [
-            MergedEntry { name: OsString::from("."), kind: Kind::Dir, ino: dir.node.ino },
-            MergedEntry { name: OsString::from(".."), kind: Kind::Dir, ino: parent_ino },
+            MergedEntry {
+                name: OsString::from("."),
+                kind: Kind::Dir,
+                ino: dir.node.ino,
+            },
+            MergedEntry {
+                name: OsString::from(".."),
+                kind: Kind::Dir,
+                ino: parent_ino,
+            },
         ];
         Ok(dots
             .into_iter()
@@ -184,7 +228,10 @@ impl Union {
             let looked_up = if entry.name == "." {
                 self.stat_node(&dir).map(|st| (dir.clone(), st))
             } else if entry.name == ".." {
-                let parent = dir.primary_alias().map(|a| a.parent).unwrap_or_else(|| dir.clone());
+                let parent = dir
+                    .primary_alias()
+                    .map(|a| a.parent)
+                    .unwrap_or_else(|| dir.clone());
                 self.stat_node(&parent).map(|st| (parent, st))
             } else {
                 self.lookup(&dir, &entry.name)
@@ -213,7 +260,9 @@ fn entry_kind(
     let Some(st) = sys::stat_at_opt(dir, OsStr::from_bytes(name))? else {
         return Ok(None); // vanished while listing
     };
-    if whiteout::is_whiteout_stat(&st) || whiteout::is_xattr_whiteout(dir, OsStr::from_bytes(name), &st)? {
+    if whiteout::is_whiteout_stat(&st)
+        || whiteout::is_xattr_whiteout(dir, OsStr::from_bytes(name), &st)?
+    {
         return Ok(None);
     }
     Ok(Some(Kind::from_mode(st.st_mode)))

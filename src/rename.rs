@@ -41,8 +41,16 @@ impl Union {
         self.check_lookup_name(parent, name)?;
         self.check_new_name(new_parent, new_name)?;
         let _locks = lock_pair(parent, new_parent);
-        let src = Side { parent, name, found: Some(self.resolve_child(parent, name)?.ok_or(Errno::NOENT)?) };
-        let dst = Side { parent: new_parent, name: new_name, found: self.resolve_child(new_parent, new_name)? };
+        let src = Side {
+            parent,
+            name,
+            found: Some(self.resolve_child(parent, name)?.ok_or(Errno::NOENT)?),
+        };
+        let dst = Side {
+            parent: new_parent,
+            name: new_name,
+            found: self.resolve_child(new_parent, new_name)?,
+        };
         self.check_rename(&src, &dst, flags)?;
         if self.same_object(&src, &dst) {
             return Ok(()); // two links to one file: POSIX says do nothing
@@ -74,7 +82,9 @@ impl Union {
         if exchange && dst.found.is_none() {
             return Err(Errno::NOENT);
         }
-        if self.is_lower_dir(s) || (exchange && dst.found.as_ref().is_some_and(|d| self.is_lower_dir(d))) {
+        if self.is_lower_dir(s)
+            || (exchange && dst.found.as_ref().is_some_and(|d| self.is_lower_dir(d)))
+        {
             return Err(Errno::XDEV);
         }
         let Some(d) = &dst.found else { return Ok(()) };
@@ -84,14 +94,22 @@ impl Union {
         match (s.kind.is_dir(), d.kind.is_dir()) {
             (true, false) => Err(Errno::NOTDIR),
             (false, true) => Err(Errno::ISDIR),
-            (true, true) if !self.is_empty_dir(&self.transient_node(dst.parent, dst.name, d))? => Err(Errno::NOTEMPTY),
+            (true, true)
+                if !self.is_empty_dir(&self.transient_node(dst.parent, dst.name, d))? =>
+            {
+                Err(Errno::NOTEMPTY)
+            }
             _ => Ok(()),
         }
     }
 
     /// A directory with an instance in some lower cannot move (no redirects).
     fn is_lower_dir(&self, r: &Resolved) -> bool {
-        r.kind.is_dir() && r.placement.dir_layers.iter().any(|&l| !self.stack.is_upper(l))
+        r.kind.is_dir()
+            && r.placement
+                .dir_layers
+                .iter()
+                .any(|&l| !self.stack.is_upper(l))
     }
 
     fn same_object(&self, src: &Side<'_>, dst: &Side<'_>) -> bool {
@@ -155,7 +173,13 @@ impl Union {
     }
 
     /// Rename with a whiteout left at the source, atomically when the kernel can.
-    fn rename_leaving_whiteout(&self, sd: BorrowedFd<'_>, name: &OsStr, dd: BorrowedFd<'_>, new_name: &OsStr) -> SysResult<()> {
+    fn rename_leaving_whiteout(
+        &self,
+        sd: BorrowedFd<'_>,
+        name: &OsStr,
+        dd: BorrowedFd<'_>,
+        new_name: &OsStr,
+    ) -> SysResult<()> {
         if self.stack.format.chardev_whiteouts {
             match sys::rename_at(sd, name, dd, new_name, RenameFlags::WHITEOUT) {
                 Err(Errno::INVAL) | Err(Errno::PERM) => {}
@@ -172,7 +196,12 @@ impl Union {
     /// Whether a lower (below the upper) still has the side's name visible.
     fn lower_has(&self, side: &Side<'_>) -> SysResult<bool> {
         let rel = side.parent.rel_path()?;
-        lookup::lower_has_name(&self.stack, &rel, &side.parent.placement().dir_layers, side.name)
+        lookup::lower_has_name(
+            &self.stack,
+            &rel,
+            &side.parent.placement().dir_layers,
+            side.name,
+        )
     }
 
     fn make_opaque_at_name(&self, dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<()> {
@@ -184,7 +213,14 @@ impl Union {
 
     /// Node aliases and the index follow the names; a moved copied-up file marks its new
     /// directory impure so listings there look its inode number up.
-    fn after_rename(&self, src: &Side<'_>, dst: &Side<'_>, src_node: &Arc<Node>, dst_node: Option<&Arc<Node>>, flags: RenameFlags) {
+    fn after_rename(
+        &self,
+        src: &Side<'_>,
+        dst: &Side<'_>,
+        src_node: &Arc<Node>,
+        dst_node: Option<&Arc<Node>>,
+        flags: RenameFlags,
+    ) {
         self.index.invalidate(src.parent.ino, src.name);
         self.index.invalidate(dst.parent.ino, dst.name);
         if flags.contains(RenameFlags::EXCHANGE) {
@@ -198,7 +234,11 @@ impl Union {
             self.index.insert(src.parent.ino, src.name, Cached::Absent);
         }
         src_node.move_alias((src.parent.ino, src.name), dst.parent, dst.name);
-        if src.found.as_ref().is_some_and(|f| self.has_borrowed_identity(f)) {
+        if src
+            .found
+            .as_ref()
+            .is_some_and(|f| self.has_borrowed_identity(f))
+        {
             self.mark_impure(dst.parent);
         }
     }
@@ -215,13 +255,25 @@ impl Union {
     fn mark_impure(&self, dir: &Arc<Node>) {
         let Ok(upper) = self.upper_idx() else { return };
         if let Ok(fd) = self.dir_in(dir, upper) {
-            let _ = sys::xattr::set(fd.as_fd(), OsStr::new(""), &self.impure_xattr(), b"y", sys::xattr::XattrFlags::empty());
+            let _ = sys::xattr::set(
+                fd.as_fd(),
+                OsStr::new(""),
+                &self.impure_xattr(),
+                b"y",
+                sys::xattr::XattrFlags::empty(),
+            );
         }
     }
 }
 
 /// Locks the namespace of two directories in a fixed order (by inode number), once if the same.
-fn lock_pair<'a>(a: &'a Arc<Node>, b: &'a Arc<Node>) -> (parking_lot::MutexGuard<'a, ()>, Option<parking_lot::MutexGuard<'a, ()>>) {
+fn lock_pair<'a>(
+    a: &'a Arc<Node>,
+    b: &'a Arc<Node>,
+) -> (
+    parking_lot::MutexGuard<'a, ()>,
+    Option<parking_lot::MutexGuard<'a, ()>>,
+) {
     if a.ino == b.ino {
         return (a.dir_lock.lock(), None);
     }

@@ -51,7 +51,15 @@ impl Union {
         let mapper = InoMapper::new(stack.layers().iter().map(|l| l.dev), config.fs.ino32);
         let root_layers: Vec<LayerIdx> = stack.all().collect();
         let nodes = NodeTable::default();
-        let root = Node::new(ROOT_INO, Kind::Dir, None, Placement { layer: LayerIdx(0), dir_layers: root_layers });
+        let root = Node::new(
+            ROOT_INO,
+            Kind::Dir,
+            None,
+            Placement {
+                layer: LayerIdx(0),
+                dir_layers: root_layers,
+            },
+        );
         nodes.get_or_insert(ROOT_INO, || root);
         Ok(Union {
             stack,
@@ -126,13 +134,21 @@ impl Union {
     }
 
     /// Hands a resolved child to the kernel: the node (one more lookup) and fresh attributes.
-    pub fn instantiate(&self, parent: &Arc<Node>, name: &OsStr, found: &Resolved) -> SysResult<(Arc<Node>, Stat)> {
+    pub fn instantiate(
+        &self,
+        parent: &Arc<Node>,
+        name: &OsStr,
+        found: &Resolved,
+    ) -> SysResult<(Arc<Node>, Stat)> {
         let ino = self.mapper.map(found.identity.0, found.identity.1);
         let node = self.nodes.get_or_insert(ino, || {
             Node::new(
                 ino,
                 found.kind,
-                Some(Alias { parent: parent.clone(), name: name.to_os_string() }),
+                Some(Alias {
+                    parent: parent.clone(),
+                    name: name.to_os_string(),
+                }),
                 found.placement.clone(),
             )
         });
@@ -163,9 +179,16 @@ impl Union {
 
     /// Opens the directory containing `node` in `layer` (O_PATH), with the node's name in it.
     /// The root is its own parent, named `.`.
-    pub fn parent_dir_in(&self, node: &Node, layer: LayerIdx) -> SysResult<(OwnedFd, std::ffi::OsString)> {
+    pub fn parent_dir_in(
+        &self,
+        node: &Node,
+        layer: LayerIdx,
+    ) -> SysResult<(OwnedFd, std::ffi::OsString)> {
         if node.ino == ROOT_INO {
-            return Ok((sys::open_dir_path(self.stack.root(layer), b"")?, std::ffi::OsString::from(".")));
+            return Ok((
+                sys::open_dir_path(self.stack.root(layer), b"")?,
+                std::ffi::OsString::from("."),
+            ));
         }
         let alias = node.primary_alias().ok_or(Errno::NOENT)?;
         let rel = alias.parent.rel_path()?;
@@ -237,7 +260,11 @@ impl Union {
         let mode = st.st_mode;
         let granted = if caller.uid == 0 {
             // root may do anything but execute a file nobody may execute
-            if mask & libc::X_OK != 0 && mode & 0o111 == 0 && mode & libc::S_IFMT != libc::S_IFDIR { 0 } else { 7 }
+            if mask & libc::X_OK != 0 && mode & 0o111 == 0 && mode & libc::S_IFMT != libc::S_IFDIR {
+                0
+            } else {
+                7
+            }
         } else if caller.uid == st.st_uid {
             (mode >> 6) & 7
         } else if caller.gid == st.st_gid {
@@ -245,6 +272,10 @@ impl Union {
         } else {
             mode & 7
         };
-        if (mask as u32) & !granted & 7 != 0 { Err(Errno::ACCESS) } else { Ok(()) }
+        if (mask as u32) & !granted & 7 != 0 {
+            Err(Errno::ACCESS)
+        } else {
+            Ok(())
+        }
     }
 }

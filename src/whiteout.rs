@@ -25,7 +25,11 @@ pub const WH_PREFIX: &[u8] = b".wh.";
 pub const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
 
 /// Xattrs that make a directory opaque when set to `y`.
-const OPAQUE_XATTRS: [&str; 3] = ["trusted.overlay.opaque", "user.overlay.opaque", "user.fuseoverlayfs.opaque"];
+const OPAQUE_XATTRS: [&str; 3] = [
+    "trusted.overlay.opaque",
+    "user.overlay.opaque",
+    "user.fuseoverlayfs.opaque",
+];
 /// Xattrs that make a zero-size file a whiteout (kernel "data-only" whiteouts).
 const WHITEOUT_XATTRS: [&str; 2] = ["trusted.overlay.whiteout", "user.overlay.whiteout"];
 /// Directory xattrs that announce zero-size xattr whiteouts inside.
@@ -71,7 +75,7 @@ pub fn oci_whiteout_name(name: &[u8]) -> Option<OsString> {
     }
     let mut v = WH_PREFIX.to_vec();
     v.extend_from_slice(name);
-    Some(OsString::from(OsStr::from_bytes(&v).to_os_string()))
+    Some(OsStr::from_bytes(&v).to_os_string())
 }
 
 /// True when `name` inside `dir` is deleted by a whiteout *in this same layer* (any dialect).
@@ -150,7 +154,12 @@ pub fn create_whiteout(dir: BorrowedFd<'_>, name: &OsStr, format: &WriteFormat) 
         return sys::mknod_whiteout(dir, name);
     }
     let wh = oci_whiteout_name(name.as_bytes()).ok_or(Errno::NAMETOOLONG)?;
-    let fd = sys::open_at(dir, &wh, OFlags::CREATE | OFlags::WRONLY, Mode::from_raw_mode(0o600))?;
+    let fd = sys::open_at(
+        dir,
+        &wh,
+        OFlags::CREATE | OFlags::WRONLY,
+        Mode::from_raw_mode(0o600),
+    )?;
     drop(fd);
     Ok(())
 }
@@ -167,7 +176,13 @@ pub fn replace_with_whiteout(
     if format.chardev_whiteouts {
         let tmp = work.temp_name();
         sys::mknod_whiteout(sys::fd(&work.fd), &tmp)?;
-        if let Err(e) = sys::rename_at(sys::fd(&work.fd), &tmp, dir, name, sys::RenameFlags::empty()) {
+        if let Err(e) = sys::rename_at(
+            sys::fd(&work.fd),
+            &tmp,
+            dir,
+            name,
+            sys::RenameFlags::empty(),
+        ) {
             let _ = sys::unlink_at(sys::fd(&work.fd), &tmp);
             return Err(e);
         }
@@ -200,7 +215,13 @@ pub fn remove_whiteout(dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<bool> {
 /// Marks a directory (an fd of the directory itself) opaque: the xattr, plus the OCI marker
 /// file so tools that only read OCI layouts agree.
 pub fn make_opaque(dir: BorrowedFd<'_>, format: &WriteFormat) -> SysResult<()> {
-    sys::xattr::set(dir, OsStr::new(""), &format.opaque_xattr(), b"y", sys::xattr::XattrFlags::empty())?;
+    sys::xattr::set(
+        dir,
+        OsStr::new(""),
+        &format.opaque_xattr(),
+        b"y",
+        sys::xattr::XattrFlags::empty(),
+    )?;
     if !format.chardev_whiteouts {
         let marker = sys::open_at(
             dir,
@@ -220,7 +241,10 @@ mod tests {
     #[test]
     fn names_are_classified() {
         assert_eq!(role_by_name(b"file"), EntryRole::Visible);
-        assert_eq!(role_by_name(b".wh.file"), EntryRole::WhiteoutFor(b"file".to_vec()));
+        assert_eq!(
+            role_by_name(b".wh.file"),
+            EntryRole::WhiteoutFor(b"file".to_vec())
+        );
         assert_eq!(role_by_name(b".wh..wh..opq"), EntryRole::OpaqueMarker);
         assert_eq!(role_by_name(b".whfile"), EntryRole::Visible);
     }

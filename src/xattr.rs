@@ -18,7 +18,11 @@ use crate::whiteout::is_private_xattr;
 
 impl Union {
     fn check_xattrs_enabled(&self) -> SysResult<()> {
-        if self.opts.xattrs { Ok(()) } else { Err(Errno::NOTSUP) }
+        if self.opts.xattrs {
+            Ok(())
+        } else {
+            Err(Errno::NOTSUP)
+        }
     }
 
     pub fn getxattr(&self, node: &Node, key: &OsStr) -> SysResult<Vec<u8>> {
@@ -40,7 +44,13 @@ impl Union {
         Ok(sys::xattr::join_names(&names))
     }
 
-    pub fn setxattr(&self, node: &Arc<Node>, key: &OsStr, value: &[u8], flags: i32) -> SysResult<()> {
+    pub fn setxattr(
+        &self,
+        node: &Arc<Node>,
+        key: &OsStr,
+        value: &[u8],
+        flags: i32,
+    ) -> SysResult<()> {
         self.check_xattrs_enabled()?;
         self.check_xattr_write(key)?;
         self.copy_up(node, CopyUpData::Full)?;

@@ -58,7 +58,12 @@ fn copy_segments(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, len: u64) -> SysResul
 }
 
 /// Copies `[start, end)` at the same offsets.
-fn copy_range(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, start: u64, end: u64) -> SysResult<CopyMethod> {
+fn copy_range(
+    src: BorrowedFd<'_>,
+    dst: BorrowedFd<'_>,
+    start: u64,
+    end: u64,
+) -> SysResult<CopyMethod> {
     let mut off_in = start;
     let mut off_out = start;
     while off_in < end {

@@ -57,7 +57,13 @@ fn path_or_dot(rel: &[u8]) -> &[u8] {
 fn openat2_retry(dir: BorrowedFd<'_>, path: &[u8], flags: OFlags) -> SysResult<OwnedFd> {
     let mut tries = 0;
     loop {
-        match rustix::fs::openat2(dir, OsStr::from_bytes(path), flags, Mode::empty(), beneath()) {
+        match rustix::fs::openat2(
+            dir,
+            OsStr::from_bytes(path),
+            flags,
+            Mode::empty(),
+            beneath(),
+        ) {
             Err(Errno::AGAIN) if tries < 8 => tries += 1,
             other => return other,
         }
@@ -148,7 +154,13 @@ pub fn mknod_at(dir: BorrowedFd<'_>, name: &OsStr, mode: u32, rdev: u64) -> SysR
 
 /// Creates a kernel-overlayfs whiteout: a character device with device number 0/0.
 pub fn mknod_whiteout(dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<()> {
-    rustix::fs::mknodat(dir, name, rustix::fs::FileType::CharacterDevice, Mode::empty(), 0)
+    rustix::fs::mknodat(
+        dir,
+        name,
+        rustix::fs::FileType::CharacterDevice,
+        Mode::empty(),
+        0,
+    )
 }
 
 /// Sets permission bits of one name without following a symlink (symlinks have none to set).
@@ -169,7 +181,11 @@ pub fn chown_at(
 }
 
 /// `utimensat(AT_SYMLINK_NOFOLLOW)` with the raw timespecs (`UTIME_NOW`/`UTIME_OMIT` allowed).
-pub fn utimens_at(dir: BorrowedFd<'_>, name: &OsStr, times: &rustix::fs::Timestamps) -> SysResult<()> {
+pub fn utimens_at(
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
+    times: &rustix::fs::Timestamps,
+) -> SysResult<()> {
     rustix::fs::utimensat(dir, name, times, AtFlags::SYMLINK_NOFOLLOW)
 }
 
@@ -178,7 +194,11 @@ pub fn truncate_fd(fd: BorrowedFd<'_>, size: u64) -> SysResult<()> {
 }
 
 pub fn fsync_fd(fd: BorrowedFd<'_>, data_only: bool) -> SysResult<()> {
-    if data_only { rustix::fs::fdatasync(fd) } else { rustix::fs::fsync(fd) }
+    if data_only {
+        rustix::fs::fdatasync(fd)
+    } else {
+        rustix::fs::fsync(fd)
+    }
 }
 
 pub fn statvfs_fd(fd: BorrowedFd<'_>) -> SysResult<rustix::fs::StatVfs> {
@@ -283,15 +303,20 @@ mod tests {
     #[test]
     fn long_paths_open_in_pieces() {
         let tmp = tempfile::tempdir().unwrap();
-        let root = rustix::fs::open(tmp.path(), OFlags::PATH | OFlags::DIRECTORY, Mode::empty())
-            .unwrap();
+        let root =
+            rustix::fs::open(tmp.path(), OFlags::PATH | OFlags::DIRECTORY, Mode::empty()).unwrap();
         let name = "d".repeat(200);
         let mut rel = Vec::new();
         let mut dir = open_dir_path(root.as_fd(), b"").unwrap();
         for _ in 0..30 {
             mkdir_at(dir.as_fd(), OsStr::new(&name), Mode::from_raw_mode(0o755)).unwrap();
-            dir = open_at(dir.as_fd(), OsStr::new(&name), OFlags::PATH | OFlags::DIRECTORY, Mode::empty())
-                .unwrap();
+            dir = open_at(
+                dir.as_fd(),
+                OsStr::new(&name),
+                OFlags::PATH | OFlags::DIRECTORY,
+                Mode::empty(),
+            )
+            .unwrap();
             if !rel.is_empty() {
                 rel.push(b'/');
             }
@@ -310,8 +335,8 @@ mod tests {
         std::fs::create_dir(tmp.path().join("real")).unwrap();
         std::os::unix::fs::symlink("real", tmp.path().join("link")).unwrap();
         std::os::unix::fs::symlink("/etc", tmp.path().join("escape")).unwrap();
-        let root = rustix::fs::open(tmp.path(), OFlags::PATH | OFlags::DIRECTORY, Mode::empty())
-            .unwrap();
+        let root =
+            rustix::fs::open(tmp.path(), OFlags::PATH | OFlags::DIRECTORY, Mode::empty()).unwrap();
         assert!(open_dir_path(root.as_fd(), b"link").is_err());
         assert!(open_dir_path(root.as_fd(), b"escape/ssl").is_err());
         assert!(open_dir_path(root.as_fd(), b"../").is_err());

@@ -30,11 +30,19 @@ fn follows(name: &OsStr) -> bool {
 }
 
 fn query(path: &OsStr, key: &OsStr, follow: bool) -> SysResult<usize> {
-    if follow { rustix::fs::getxattr_query(path, key) } else { rustix::fs::lgetxattr_query(path, key) }
+    if follow {
+        rustix::fs::getxattr_query(path, key)
+    } else {
+        rustix::fs::lgetxattr_query(path, key)
+    }
 }
 
 fn read_into(path: &OsStr, key: &OsStr, buf: &mut [u8], follow: bool) -> SysResult<usize> {
-    if follow { rustix::fs::getxattr(path, key, buf) } else { rustix::fs::lgetxattr(path, key, buf) }
+    if follow {
+        rustix::fs::getxattr(path, key, buf)
+    } else {
+        rustix::fs::lgetxattr(path, key, buf)
+    }
 }
 
 /// Reads a whole value, growing the buffer if it changes size between the two calls.
@@ -80,7 +88,11 @@ pub fn set(
 
 pub fn remove(dir: BorrowedFd<'_>, name: &OsStr, key: &OsStr) -> SysResult<()> {
     let path = proc_path(dir, name);
-    if follows(name) { rustix::fs::removexattr(path, key) } else { rustix::fs::lremovexattr(path, key) }
+    if follows(name) {
+        rustix::fs::removexattr(path, key)
+    } else {
+        rustix::fs::lremovexattr(path, key)
+    }
 }
 
 /// All attribute names of one entry.
@@ -135,7 +147,10 @@ mod tests {
     #[test]
     fn names_round_trip() {
         let names = split_names(b"user.a\0trusted.b\0");
-        assert_eq!(names, vec![OsString::from("user.a"), OsString::from("trusted.b")]);
+        assert_eq!(
+            names,
+            vec![OsString::from("user.a"), OsString::from("trusted.b")]
+        );
         assert_eq!(join_names(&names), b"user.a\0trusted.b\0");
     }
 }
