@@ -154,7 +154,7 @@ fn build(args: Args, is_root: bool) -> Result<Invocation, SetupError> {
         apply_option_string(&mut st, opts.as_bytes())?;
     }
     if let Some(n) = &args.threads {
-        st.config.fuse.threads = parse_threads(n)?;
+        st.config.fuse.threads = Opt::new("--threads", n.as_bytes()).threads()?;
     }
     if let Some(w) = &args.whiteout {
         st.config.fs.whiteout = WhiteoutFormat::parse(w).map_err(SetupError::Usage)?;
@@ -162,70 +162,49 @@ fn build(args: Args, is_root: bool) -> Result<Invocation, SetupError> {
     if let Some(w) = args.workdir {
         if st.workdir.is_some() {
             return Err(usage(
-                "the work directory is given twice (--workdir and -o workdir=)",
+                "work directory given twice (--workdir and -o workdir=)",
             ));
         }
         st.workdir = Some(PathBuf::from(w));
     }
     place_paths(&mut st, args.paths)?;
     finish(&mut st, is_root);
-    let mut warnings = std::mem::take(&mut st.warnings);
     if !st.unknown.is_empty() {
-        warnings.insert(
-            0,
-            format!(
-                "warning: unknown options ignored: {}",
-                st.unknown.join(", ")
-            ),
-        );
+        let list = st.unknown.join(", ");
+        st.warnings
+            .insert(0, format!("warning: unknown options ignored: {list}"));
     }
-    let mut config = st.config;
-    config.foreground = args.foreground || args.debug || st.debug;
+    let debug = args.debug || st.debug;
+    st.config.foreground = args.foreground || debug;
     Ok(Invocation {
-        config,
-        debug: args.debug || st.debug,
+        config: st.config,
+        debug,
         daemon_child: args.daemon_child,
-        warnings,
+        warnings: st.warnings,
     })
 }
+
+const GRAMMARS: &str = "LOWER[:LOWER...] UPPER MERGED, or -o lowerdir=L1[:L2...] MERGED";
 
 /// Assigns the positional paths according to the grammar in use.
 fn place_paths(st: &mut OptState, paths: Vec<OsString>) -> Result<(), SetupError> {
     let o_grammar = st.lowers.is_some() || st.upper.is_some();
     let n = paths.len();
+    let problem = match (o_grammar, n) {
+        (_, 0) => format!("missing MERGED: give {GRAMMARS}"),
+        (true, 1) | (false, 3) => String::new(),
+        (true, _) => format!("with -o lowerdir= give only MERGED, not {n} paths"),
+        (false, 1) => format!("no lower directory: give {GRAMMARS}"),
+        (false, _) => format!("expected {GRAMMARS} (a read-only union), got {n} paths"),
+    };
+    if !problem.is_empty() {
+        return Err(usage(problem));
+    }
     let mut paths = paths.into_iter();
-    match (o_grammar, n) {
-        (_, 0) => {
-            return Err(usage(
-                "missing MERGED (usage: unionfs-rs LOWER[:LOWER...] UPPER MERGED, or -o lowerdir=... MERGED)",
-            ));
-        }
-        (true, 1) => {}
-        (true, _) => {
-            return Err(usage(format!(
-                "with -o lowerdir= give only MERGED, not {n} paths"
-            )));
-        }
-        (false, 3) => {
-            let lowers = paths.next().unwrap_or_default();
-            st.lowers = Some(split_lowers(lowers.as_bytes()));
-            st.upper = paths.next().map(PathBuf::from);
-        }
-        (false, 1) => {
-            return Err(usage(
-                "no lower directory: give LOWER[:LOWER...] UPPER MERGED, or -o lowerdir=... MERGED",
-            ));
-        }
-        (false, 2) => {
-            return Err(usage(
-                "expected LOWER[:LOWER...] UPPER MERGED; for a read-only union use -o lowerdir=L1[:L2...] MERGED",
-            ));
-        }
-        (false, _) => {
-            return Err(usage(format!(
-                "expected LOWER[:LOWER...] UPPER MERGED, got {n} paths"
-            )));
-        }
+    if n == 3 {
+        let lowers = paths.next().unwrap_or_default();
+        st.lowers = Some(split_unescaped(lowers.as_bytes(), b':'));
+        st.upper = paths.next().map(PathBuf::from);
     }
     st.config.mountpoint = paths.next().map(PathBuf::from).unwrap_or_default();
     Ok(())
@@ -239,10 +218,9 @@ fn finish(st: &mut OptState, is_root: bool) {
     c.layers.workdir = st.workdir.take();
     if c.layers.upper.is_none() {
         if let Some(w) = c.layers.workdir.take() {
-            st.warnings.push(format!(
-                "warning: workdir={} ignored: there is no upper directory",
-                w.display()
-            ));
+            let w = w.display();
+            st.warnings
+                .push(format!("warning: workdir={w} ignored: no upper directory"));
         }
         // Like kernel overlayfs: a union without an upper is a read-only mount.
         c.fuse.read_only = true;
@@ -254,10 +232,8 @@ fn finish(st: &mut OptState, is_root: bool) {
     // fuse-overlayfs as root (rootless podman runs it as root in a user namespace) lets every
     // user in and honours setuid bits, as a kernel overlay mount would.
     if is_root {
-        if !c.fuse.allow_root {
-            c.fuse.allow_other = true;
-        }
-        if !has_flag(&c.fuse.flags, "nosuid") {
+        c.fuse.allow_other |= !c.fuse.allow_root;
+        if !c.fuse.flags.iter().any(|f| f == "nosuid") {
             set_flag(&mut c.fuse.flags, "suid");
         }
     }
@@ -277,32 +253,23 @@ fn usage(msg: impl Into<String>) -> SetupError {
 /// escaped. Quotes are removed; a `:` or `,` inside them comes out escaped so it stays literal
 /// when the value is later split or unescaped. Other escapes are kept for the value parsers.
 pub fn split_options(s: &[u8]) -> Result<Vec<Vec<u8>>, String> {
-    let mut items = Vec::new();
-    let mut cur = Vec::new();
+    let (mut items, mut cur) = (Vec::new(), Vec::new());
     let mut quoted = false;
     let mut bytes = s.iter().copied();
     while let Some(b) = bytes.next() {
         match b {
-            b'\\' => {
-                cur.push(b);
-                cur.extend(bytes.next());
-            }
+            b'\\' => cur.extend(std::iter::once(b).chain(bytes.next())),
             b'"' => quoted = !quoted,
             b',' | b':' if quoted => cur.extend([b'\\', b]),
-            b',' => {
-                if !cur.is_empty() {
-                    items.push(std::mem::take(&mut cur));
-                }
-            }
+            b',' => items.push(std::mem::take(&mut cur)),
             _ => cur.push(b),
         }
     }
     if quoted {
         return Err("unterminated double quote in -o options".into());
     }
-    if !cur.is_empty() {
-        items.push(cur);
-    }
+    items.push(cur);
+    items.retain(|i| !i.is_empty());
     Ok(items)
 }
 
@@ -311,173 +278,189 @@ pub fn unescape(v: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(v.len());
     let mut bytes = v.iter().copied();
     while let Some(b) = bytes.next() {
-        match (b, b == b'\\') {
-            (_, true) => out.push(bytes.next().unwrap_or(b'\\')),
-            (b, false) => out.push(b),
-        }
+        out.push(if b == b'\\' {
+            bytes.next().unwrap_or(b)
+        } else {
+            b
+        });
     }
     out
 }
 
-/// Splits a lower list at unescaped colons and unescapes each entry. Empty entries are skipped
-/// (fuse-overlayfs tolerates `a::b` and a trailing colon the same way).
-pub fn split_lowers(v: &[u8]) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut cur = Vec::new();
+/// Splits at unescaped `sep` and unescapes each piece, skipping empty ones (fuse-overlayfs
+/// tolerates `a::b` and a trailing colon in lowerdir the same way).
+pub fn split_unescaped(v: &[u8], sep: u8) -> Vec<PathBuf> {
+    let (mut pieces, mut cur) = (Vec::new(), Vec::new());
     let mut bytes = v.iter().copied();
     while let Some(b) = bytes.next() {
         match b {
-            b'\\' => cur.push(bytes.next().unwrap_or(b'\\')),
-            b':' => {
-                if !cur.is_empty() {
-                    out.push(PathBuf::from(OsString::from_vec(std::mem::take(&mut cur))));
-                }
-            }
+            b'\\' => cur.push(bytes.next().unwrap_or(b)),
+            _ if b == sep => pieces.push(std::mem::take(&mut cur)),
             _ => cur.push(b),
         }
     }
-    if !cur.is_empty() {
-        out.push(PathBuf::from(OsString::from_vec(cur)));
-    }
-    out
+    pieces.push(cur);
+    pieces.retain(|p| !p.is_empty());
+    pieces
+        .into_iter()
+        .map(|p| PathBuf::from(OsString::from_vec(p)))
+        .collect()
 }
 
 /// Applies every element of one `-o` string, in order.
 fn apply_option_string(st: &mut OptState, s: &[u8]) -> Result<(), SetupError> {
     for item in split_options(s).map_err(SetupError::Usage)? {
-        let (key, value) = match item.iter().position(|&b| b == b'=') {
+        let (key, raw) = match item.iter().position(|&b| b == b'=') {
             Some(i) => (&item[..i], Some(&item[i + 1..])),
             None => (&item[..], None),
         };
         let key = String::from_utf8_lossy(key);
-        let handled = apply_layer_option(st, &key, value)?
-            || apply_fs_option(st, &key, value)?
-            || apply_fuse_option(st, &key, value)?;
-        if !handled {
+        let o = Opt { key: &key, raw };
+        let known = apply_layer_option(st, o)?
+            || apply_fs_option(st, o)?
+            || apply_owner_option(st, o)?
+            || apply_fuse_option(st, o)?;
+        if !known {
             st.unknown.push(String::from_utf8_lossy(&item).into_owned());
         }
     }
     Ok(())
 }
 
-/// The value of `key`, unescaped, as UTF-8 text (numbers, words); required.
-fn text(key: &str, value: Option<&[u8]>) -> Result<String, SetupError> {
-    let v = value.ok_or_else(|| usage(format!("option '{key}' needs a value ({key}=...)")))?;
-    String::from_utf8(unescape(v)).map_err(|_| usage(format!("option '{key}': value is not UTF-8")))
+/// One `-o` element: its key and its value with escapes still in place.
+#[derive(Clone, Copy)]
+struct Opt<'a> {
+    key: &'a str,
+    raw: Option<&'a [u8]>,
 }
 
-/// `key` with an optional `0`/`1` value; no value means 1.
-fn flag(key: &str, value: Option<&[u8]>) -> Result<bool, SetupError> {
-    match value {
-        None => Ok(true),
-        Some(_) => match text(key, value)?.as_str() {
-            "1" => Ok(true),
-            "0" => Ok(false),
-            v => Err(usage(format!("option '{key}': expected 0 or 1, got '{v}'"))),
-        },
+impl<'a> Opt<'a> {
+    fn new(key: &'a str, raw: &'a [u8]) -> Self {
+        Opt {
+            key,
+            raw: Some(raw),
+        }
+    }
+
+    fn bad(self, why: impl std::fmt::Display) -> SetupError {
+        usage(format!("option '{}': {why}", self.key))
+    }
+
+    /// The value, unescaped, as UTF-8 text (numbers, words); required.
+    fn text(self) -> Result<String, SetupError> {
+        let raw = self.raw.ok_or_else(|| self.bad("needs a value"))?;
+        String::from_utf8(unescape(raw)).map_err(|_| self.bad("value is not UTF-8"))
+    }
+
+    /// An optional `0`/`1`; no value means 1.
+    fn flag(self) -> Result<bool, SetupError> {
+        match self.raw.map(|_| self.text()).transpose()?.as_deref() {
+            None | Some("1") => Ok(true),
+            Some("0") => Ok(false),
+            Some(v) => Err(self.bad(format!("expected 0 or 1, got '{v}'"))),
+        }
+    }
+
+    fn number<T: std::str::FromStr>(self) -> Result<T, SetupError> {
+        let v = self.text()?;
+        v.parse()
+            .map_err(|_| self.bad(format!("'{v}' is not a valid number")))
+    }
+
+    fn threads(self) -> Result<usize, SetupError> {
+        match self.number()? {
+            n @ 1..=1024 => Ok(n),
+            n => Err(self.bad(format!("{n} threads (1 to 1024)"))),
+        }
+    }
+
+    fn seconds(self) -> Result<Duration, SetupError> {
+        let secs: f64 = self.number()?;
+        Duration::try_from_secs_f64(secs).map_err(|_| self.bad(format!("{secs} seconds")))
+    }
+
+    /// A directory: unescaped bytes, non-empty.
+    fn path(self) -> Result<PathBuf, SetupError> {
+        match self.raw.map(unescape) {
+            Some(v) if !v.is_empty() => Ok(PathBuf::from(OsString::from_vec(v))),
+            _ => Err(self.bad("needs a directory")),
+        }
+    }
+
+    /// A value that ends up inside the kernel's comma-separated mount data.
+    fn word(self) -> Result<String, SetupError> {
+        let v = self.text()?;
+        if v.is_empty() || v.contains(',') || v.chars().any(char::is_whitespace) {
+            return Err(self.bad(format!("'{v}' must be one word without commas")));
+        }
+        Ok(v)
     }
 }
 
-/// A path value: unescaped bytes, non-empty.
-fn path_value(key: &str, value: Option<&[u8]>) -> Result<PathBuf, SetupError> {
-    match value.map(unescape) {
-        Some(v) if !v.is_empty() => Ok(PathBuf::from(OsString::from_vec(v))),
-        _ => Err(usage(format!(
-            "option '{key}' needs a directory ({key}=DIR)"
-        ))),
-    }
-}
-
-fn apply_layer_option(
-    st: &mut OptState,
-    key: &str,
-    value: Option<&[u8]>,
-) -> Result<bool, SetupError> {
-    match key {
+fn apply_layer_option(st: &mut OptState, o: Opt) -> Result<bool, SetupError> {
+    match o.key {
         "lowerdir" => {
-            let lowers = split_lowers(value.unwrap_or_default());
+            let lowers = split_unescaped(o.raw.unwrap_or_default(), b':');
             if lowers.is_empty() {
-                return Err(usage("option 'lowerdir' names no directory"));
+                return Err(o.bad("names no directory"));
             }
             st.lowers = Some(lowers);
         }
-        "upperdir" => st.upper = Some(path_value(key, value)?),
-        "workdir" => st.workdir = Some(path_value(key, value)?),
+        "upperdir" => st.upper = Some(o.path()?),
+        "workdir" => st.workdir = Some(o.path()?),
         _ => return Ok(false),
     }
     Ok(true)
 }
 
-fn parse_u32(key: &str, value: Option<&[u8]>) -> Result<u32, SetupError> {
-    let v = text(key, value)?;
-    v.parse()
-        .map_err(|_| usage(format!("option '{key}': '{v}' is not a number")))
-}
-
-fn parse_threads(v: &str) -> Result<usize, SetupError> {
-    match v.parse::<usize>() {
-        Ok(n) if (1..=1024).contains(&n) => Ok(n),
-        _ => Err(usage(format!("invalid thread count '{v}' (1 to 1024)"))),
-    }
-}
-
-fn parse_timeout(v: &str) -> Result<Duration, SetupError> {
-    let secs: Option<f64> = v.parse().ok();
-    secs.and_then(|s| Duration::try_from_secs_f64(s).ok())
-        .ok_or_else(|| {
-            usage(format!(
-                "option 'timeout': '{v}' is not a number of seconds"
-            ))
-        })
-}
-
-fn apply_fs_option(st: &mut OptState, key: &str, value: Option<&[u8]>) -> Result<bool, SetupError> {
+fn apply_fs_option(st: &mut OptState, o: Opt) -> Result<bool, SetupError> {
     let fs = &mut st.config.fs;
-    match key {
-        "volatile" => fs.sync_copy_up = !flag(key, value)?,
-        "fsync" => fs.sync_copy_up = flag(key, value)?,
-        "timeout" => fs.timeout = parse_timeout(&text(key, value)?)?,
-        "noxattrs" => fs.xattrs = !flag(key, value)?,
-        "static_nlink" => fs.static_nlink = flag(key, value)?,
-        "ino32_t" => fs.ino32 = flag(key, value)?,
-        "whiteout" => {
-            fs.whiteout = WhiteoutFormat::parse(&text(key, value)?).map_err(SetupError::Usage)?
-        }
-        "squash_to_root" => st.squash_to_root = flag(key, value)?,
-        "squash_to_uid" => fs.squash_uid = Some(parse_u32(key, value)?),
-        "squash_to_gid" => fs.squash_gid = Some(parse_u32(key, value)?),
-        "uidmapping" => {
-            fs.uid_mappings =
-                IdMapping::parse_list(&text(key, value)?).map_err(SetupError::Usage)?
-        }
-        "gidmapping" => {
-            fs.gid_mappings =
-                IdMapping::parse_list(&text(key, value)?).map_err(SetupError::Usage)?
-        }
-        "xattr_permissions" => {
-            fs.xattr_permissions = match text(key, value)?.as_str() {
-                "0" => XattrPermissions::Off,
-                "1" => XattrPermissions::Privileged,
-                "2" => XattrPermissions::Containers,
-                v => {
-                    return Err(usage(format!(
-                        "option 'xattr_permissions': expected 0, 1 or 2, got '{v}'"
-                    )));
-                }
-            }
-        }
-        "noacl" => fs.posix_acl = !flag(key, value)?,
+    match o.key {
+        "volatile" => fs.sync_copy_up = !o.flag()?,
+        "fsync" => fs.sync_copy_up = o.flag()?,
+        "timeout" => fs.timeout = o.seconds()?,
+        "noxattrs" => fs.xattrs = !o.flag()?,
+        "noacl" => fs.posix_acl = !o.flag()?,
+        "static_nlink" => fs.static_nlink = o.flag()?,
+        "ino32_t" => fs.ino32 = o.flag()?,
+        "whiteout" => fs.whiteout = WhiteoutFormat::parse(&o.text()?).map_err(|e| o.bad(e))?,
         "redirect_dir" => {
-            let v = text(key, value)?;
+            let v = o.text()?;
             if v != "off" {
-                st.warnings.push(format!("warning: redirect_dir={v} is not supported, using off (renaming a lower directory fails with EXDEV)"));
+                st.warnings.push(format!(
+                    "warning: redirect_dir={v} is not supported, using off \
+                     (renaming a lower directory fails with EXDEV)"
+                ));
             }
         }
         "context" | "fscontext" | "defcontext" | "rootcontext" => {
-            let v = text(key, value)?;
-            st.config.ignored_options.push(format!("{key}={v}"));
+            let v = o.text()?;
+            st.config.ignored_options.push(format!("{}={v}", o.key));
         }
-        "debug" => st.debug = flag(key, value)?,
+        "debug" => st.debug = o.flag()?,
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+/// Ownership as seen through the mount: id mappings, squashing, override xattrs.
+fn apply_owner_option(st: &mut OptState, o: Opt) -> Result<bool, SetupError> {
+    let fs = &mut st.config.fs;
+    let mappings = |o: Opt| IdMapping::parse_list(&o.text()?).map_err(|e| o.bad(e));
+    match o.key {
+        "squash_to_root" => st.squash_to_root = o.flag()?,
+        "squash_to_uid" => fs.squash_uid = Some(o.number()?),
+        "squash_to_gid" => fs.squash_gid = Some(o.number()?),
+        "uidmapping" => fs.uid_mappings = mappings(o)?,
+        "gidmapping" => fs.gid_mappings = mappings(o)?,
+        "xattr_permissions" => {
+            fs.xattr_permissions = match o.text()?.as_str() {
+                "0" => XattrPermissions::Off,
+                "1" => XattrPermissions::Privileged,
+                "2" => XattrPermissions::Containers,
+                v => return Err(o.bad(format!("expected 0, 1 or 2, got '{v}'"))),
+            }
+        }
         _ => return Ok(false),
     }
     Ok(true)
@@ -490,52 +473,37 @@ const FLAG_PAIRS: &[(&str, &str)] = &[
     ("exec", "noexec"),
     ("atime", "noatime"),
     ("sync", "async"),
+    // No opposite; listed so it is recognised and recorded once.
+    ("dirsync", "dirsync"),
 ];
-
-fn has_flag(flags: &[String], name: &str) -> bool {
-    flags.iter().any(|f| f == name)
-}
 
 /// Records `name`, dropping its opposite so the session never sees both.
 fn set_flag(flags: &mut Vec<String>, name: &str) {
-    let opposite = FLAG_PAIRS.iter().find_map(|&(a, b)| {
-        if a == name {
-            Some(b)
-        } else if b == name {
-            Some(a)
-        } else {
-            None
-        }
-    });
-    flags.retain(|f| Some(f.as_str()) != opposite && f != name);
+    let pair = FLAG_PAIRS.iter().find(|&&(a, b)| a == name || b == name);
+    flags.retain(|f| pair.is_none_or(|&(a, b)| f != a && f != b));
     flags.push(name.to_string());
 }
 
-fn apply_fuse_option(
-    st: &mut OptState,
-    key: &str,
-    value: Option<&[u8]>,
-) -> Result<bool, SetupError> {
+fn apply_fuse_option(st: &mut OptState, o: Opt) -> Result<bool, SetupError> {
     let fuse = &mut st.config.fuse;
-    let is_flag = FLAG_PAIRS.iter().any(|&(a, b)| key == a || key == b) || key == "dirsync";
-    match key {
-        _ if is_flag => {
-            if value.is_some() {
-                return Err(usage(format!("option '{key}' takes no value")));
+    match o.key {
+        k if FLAG_PAIRS.iter().any(|&(a, b)| k == a || k == b) => {
+            if o.raw.is_some() {
+                return Err(o.bad("takes no value"));
             }
-            set_flag(&mut fuse.flags, key);
+            set_flag(&mut fuse.flags, k);
         }
-        "allow_other" => (fuse.allow_other, fuse.allow_root) = (flag(key, value)?, false),
-        "allow_root" => (fuse.allow_root, fuse.allow_other) = (flag(key, value)?, false),
-        "default_permissions" => fuse.default_permissions = flag(key, value)?,
-        "ro" => fuse.read_only = flag(key, value)?,
-        "rw" => fuse.read_only = !flag(key, value)?,
+        "allow_other" => (fuse.allow_other, fuse.allow_root) = (o.flag()?, false),
+        "allow_root" => (fuse.allow_root, fuse.allow_other) = (o.flag()?, false),
+        "default_permissions" => fuse.default_permissions = o.flag()?,
+        "ro" => fuse.read_only = o.flag()?,
+        "rw" => fuse.read_only = !o.flag()?,
         // The kernel's default for a new mount; nothing to pass.
         "relatime" => {}
-        "writeback" => fuse.writeback = flag(key, value)?,
-        "threads" => fuse.threads = parse_threads(&text(key, value)?)?,
-        "fsname" => fuse.fsname = text(key, value)?,
-        "subtype" => fuse.subtype = text(key, value)?,
+        "writeback" => fuse.writeback = o.flag()?,
+        "threads" => fuse.threads = o.threads()?,
+        "fsname" => fuse.fsname = o.word()?,
+        "subtype" => fuse.subtype = o.word()?,
         _ => return Ok(false),
     }
     Ok(true)
@@ -573,9 +541,12 @@ mod tests {
 
     #[test]
     fn lowers_split_at_unescaped_colons() {
-        assert_eq!(split_lowers(b"a:b::c:"), [p("a"), p("b"), p("c")]);
-        assert_eq!(split_lowers(br"a\:b:c\\d\"), [p("a:b"), p(r"c\d\")]);
-        assert!(split_lowers(b"::").is_empty());
+        assert_eq!(split_unescaped(b"a:b::c:", b':'), [p("a"), p("b"), p("c")]);
+        assert_eq!(
+            split_unescaped(br"a\:b:c\\d\", b':'),
+            [p("a:b"), p(r"c\d\")]
+        );
+        assert!(split_unescaped(b"::", b':').is_empty());
     }
 
     #[test]
@@ -678,6 +649,8 @@ mod tests {
             "lowerdir=::",
             "suid=1",
             "timeout",
+            r"subtype=a\,b",
+            "fsname=",
         ] {
             let o = format!("lowerdir=l,{bad}");
             assert!(build_from(&["-o", &o, "m"], false).is_err(), "{bad}");
@@ -730,7 +703,7 @@ mod tests {
             }
             let mut st = OptState::default();
             let _ = apply_option_string(&mut st, &s);
-            let _ = split_lowers(&s);
+            let _ = split_unescaped(&s, b':');
             let _ = unescape(&s);
             let _ = IdMapping::parse_list(&String::from_utf8_lossy(&s));
             let mut args = vec![OsString::from("unionfs-rs"), OsString::from("-o")];

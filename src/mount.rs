@@ -120,6 +120,10 @@ pub fn session_config(fuse: &FuseOptions) -> fuser::Config {
     let mut options = vec![
         MountOption::FSName(fuse.fsname.clone()),
         MountOption::Subtype(fuse.subtype.clone()),
+        // fuser hands `Subtype` only to fusermount3; on its own mount(2) path the kernel needs
+        // it in the data string to show the type as `fuse.<subtype>`. fusermount3 takes the last
+        // of the two, which is the same value.
+        MountOption::CUSTOM(format!("subtype={}", fuse.subtype)),
     ];
     if fuse.default_permissions {
         options.push(MountOption::DefaultPermissions);
