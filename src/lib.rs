@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod mount;
 pub mod readdir;
 pub mod rename;
+pub mod stats;
 pub mod sys;
 pub mod union;
 pub mod whiteout;

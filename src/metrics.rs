@@ -3,7 +3,7 @@
 //! to stay on in production; read by `stats` and printed on SIGUSR1.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Latency buckets: bucket i counts copy-ups that took under 2^i microseconds.
 const BUCKETS: usize = 40;
@@ -16,6 +16,8 @@ pub struct Metrics {
     pub whiteouts: AtomicU64,
     pub opaque_dirs: AtomicU64,
     latency_us: [AtomicU64; BUCKETS],
+    /// When the union was set up, for rates in the report.
+    pub started: Instant,
 }
 
 impl Default for Metrics {
@@ -27,6 +29,7 @@ impl Default for Metrics {
             whiteouts: AtomicU64::new(0),
             opaque_dirs: AtomicU64::new(0),
             latency_us: std::array::from_fn(|_| AtomicU64::new(0)),
+            started: Instant::now(),
         }
     }
 }
@@ -49,6 +52,16 @@ impl Metrics {
 
     pub fn record_opaque(&self) {
         self.opaque_dirs.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The non-empty latency buckets as (upper bound in microseconds, count), fastest first.
+    pub fn copy_up_latency_histogram(&self) -> Vec<(u64, u64)> {
+        self.latency_us
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (1u64 << i, c.load(Ordering::Relaxed)))
+            .filter(|&(_, n)| n > 0)
+            .collect()
     }
 
     /// Upper bound (in microseconds) under which `q` (0..=1) of copy-ups completed.
@@ -89,5 +102,8 @@ mod tests {
         assert!(m.copy_up_latency_quantile_us(0.5).unwrap() <= 4);
         assert!(m.copy_up_latency_quantile_us(1.0).unwrap() >= 100_000);
         assert_eq!(m.copy_up_bytes.load(Ordering::Relaxed), 100);
+        let hist = m.copy_up_latency_histogram();
+        assert_eq!(hist.iter().map(|&(_, n)| n).sum::<u64>(), 10);
+        assert_eq!(hist[0], (4, 9));
     }
 }
