@@ -87,7 +87,7 @@ struct Args {
 /// A parsed command line that asks for a mount.
 #[derive(Debug)]
 pub struct Invocation {
-    /// Validated: see `MountConfig::validate`.
+    /// Paths as given; `MountConfig::validate` (called by `mount::run`) checks them.
     pub config: MountConfig,
     /// `-d` / `-o debug`: log at debug level.
     pub debug: bool,
@@ -105,7 +105,9 @@ pub enum Command {
     Print(String),
 }
 
-/// Parses `args` (program name first) and validates the paths.
+/// Parses `args` (program name first). The paths are not checked yet: `mount::run` validates
+/// them, after the caller has printed the warnings, so a warning is shown even when the mount
+/// then fails.
 pub fn parse_args<I, T>(args: I) -> Result<Command, SetupError>
 where
     I: IntoIterator<Item = T>,
@@ -115,8 +117,7 @@ where
         Ok(args) => args,
         Err(e) => return clap_outcome(e),
     };
-    let mut inv = build(args, rustix::process::geteuid().is_root())?;
-    inv.config = inv.config.validate()?;
+    let inv = build(args, rustix::process::geteuid().is_root())?;
     Ok(Command::Mount(Box::new(inv)))
 }
 

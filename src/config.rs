@@ -277,7 +277,7 @@ impl MountConfig {
                     "a work directory needs an upper directory",
                 ));
             }
-            (Some(_), Some(w)) => Some(canonical_dir(w, Role::Work)?),
+            (Some(u), Some(w)) if !is_default_workdir(u, w) => Some(canonical_dir(w, Role::Work)?),
             _ => None,
         };
         let mountpoint = canonical_dir(&self.mountpoint, Role::Mount)?;
@@ -302,6 +302,13 @@ impl MountConfig {
         self.mountpoint = mountpoint;
         Ok(self)
     }
+}
+
+/// The default work directory named explicitly (or by an earlier `validate`, which makes
+/// `validate` idempotent) is still the default: it may not exist yet and lives in the upper.
+fn is_default_workdir(canonical_upper: &Path, workdir: &Path) -> bool {
+    let default = canonical_upper.join(DEFAULT_WORKDIR_NAME);
+    workdir == default || std::fs::canonicalize(workdir).is_ok_and(|w| w == default)
 }
 
 /// Resolves `path` (symlinks included) and requires a directory there.
@@ -520,6 +527,15 @@ mod tests {
             assert!(got.contains(want), "{c:?}: got '{got}', want '{want}'");
             assert!(!got.contains('\n'));
         }
+    }
+
+    #[test]
+    fn validate_is_idempotent() {
+        let t = tree(&["l1", "u", "m"]);
+        let once = config(t.path(), &["l1"], Some("u"), None, "m")
+            .validate()
+            .unwrap();
+        assert_eq!(once.clone().validate().unwrap(), once);
     }
 
     #[test]

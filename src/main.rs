@@ -5,6 +5,7 @@
 //! their own error message. Warnings are also one line each, printed once: the background
 //! daemon, which re-parses the same arguments, keeps quiet about them.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use tracing_subscriber::EnvFilter;
@@ -67,6 +68,7 @@ fn init_logging(debug: bool) {
     };
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .try_init();
 }

@@ -36,9 +36,10 @@ use crate::fs::UnionFs;
 /// The line the daemon writes on its stdout once the mount is live.
 const READY: &str = "ready";
 
-/// Mounts `config` (already validated) and serves it: in the foreground with `config.foreground`,
+/// Validates `config`, mounts it and serves it: in the foreground with `config.foreground`,
 /// otherwise through a re-executed daemon, returning once the mount is live.
 pub fn run(config: MountConfig) -> Result<(), SetupError> {
+    let config = config.validate()?;
     check_environment()?;
     if config.foreground {
         mount_and_serve(&config, || {})
@@ -49,6 +50,7 @@ pub fn run(config: MountConfig) -> Result<(), SetupError> {
 
 /// The re-executed daemon's side of background mode (the process started with the hidden flag).
 pub fn run_daemon(config: MountConfig) -> Result<(), SetupError> {
+    let config = config.validate()?;
     check_environment()?;
     // Leave the caller's session: no terminal signals, and the caller may be killed with its
     // whole process group without taking the mount down. Already a leader: nothing to do.
