@@ -83,7 +83,11 @@ fn new_time(t: Option<TimeOrNow>) -> Option<NewTime> {
 /// Replies to an entry-creating request.
 fn reply_entry(fs: &UnionFs, reply: ReplyEntry, result: SysResult<(Arc<Node>, sys::Stat)>) {
     match result {
-        Ok((node, st)) => reply.entry(&fs.ttl, &fs.union.attr_of(&node, &st), Generation(0)),
+        Ok((node, st)) => reply.entry(
+            &fs.ttl,
+            &fs.union.attr_of(&node, &st),
+            Generation(node.generation),
+        ),
         Err(e) => reply.error(errno(e)),
     }
 }
@@ -418,7 +422,7 @@ impl Filesystem for UnionFs {
                 &entry.name,
                 &self.ttl,
                 &self.union.attr_of(node, st),
-                Generation(0),
+                Generation(node.generation),
             ) {
                 break;
             }
@@ -547,7 +551,7 @@ impl Filesystem for UnionFs {
                 reply.created(
                     &self.ttl,
                     &attr,
-                    Generation(0),
+                    Generation(node.generation),
                     FileHandle(fh),
                     FopenFlags::FOPEN_KEEP_CACHE,
                 );

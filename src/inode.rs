@@ -86,6 +86,10 @@ struct NodeState {
 pub struct Node {
     pub ino: Ino,
     pub kind: Kind,
+    /// FUSE generation: with `ino`, unique over the mount's life. It changes when a node id is
+    /// reused for a different object while the kernel may still hold the old inode (see
+    /// `NodeTable::get_or_insert`), so the kernel drops its old inode instead of reusing it.
+    pub generation: u64,
     lookups: AtomicU64,
     state: RwLock<NodeState>,
     /// Serialises copy-up of this node: exactly one copy per object however many threads race.
@@ -99,6 +103,7 @@ impl Node {
         Node {
             ino,
             kind,
+            generation: 0,
             lookups: AtomicU64::new(0),
             state: RwLock::new(NodeState {
                 aliases: alias.into_iter().collect(),
@@ -237,14 +242,26 @@ impl NodeTable {
     ///
     /// A live node with no aliases left is an unlinked object whose inode number the layer's
     /// filesystem has since reused: it is replaced, and its outstanding lookups carry over, since
-    /// the kernel counts them on the one inode it has for that number.
+    /// the kernel counts them on the one inode it has for that number. The replacement gets a
+    /// new generation when it is certainly another object (a directory, which has no hard
+    /// links, or a different kind): the kernel may still hold the old inode (an open file
+    /// inside a removed directory pins it), and reusing that inode for a new directory would
+    /// make the new directory "dead" to the VFS (every create in it fails with ENOENT). A
+    /// non-directory of the same kind keeps its generation: it may be the same object reached
+    /// through another hard link, whose open files must keep working.
     pub fn get_or_insert(&self, ino: Ino, make: impl FnOnce() -> Node) -> Arc<Node> {
         use dashmap::mapref::entry::Entry;
         let node = match self.nodes.entry(ino) {
             Entry::Vacant(slot) => slot.insert(Arc::new(make())).clone(),
             Entry::Occupied(mut slot) => {
                 if slot.get().is_unlinked() {
-                    let fresh = make();
+                    let mut fresh = make();
+                    let old = slot.get();
+                    fresh.generation = if fresh.kind.is_dir() || fresh.kind != old.kind {
+                        old.generation.wrapping_add(1)
+                    } else {
+                        old.generation
+                    };
                     fresh.lookups.store(
                         slot.get().lookups.load(Ordering::Acquire),
                         Ordering::Release,
@@ -361,6 +378,35 @@ impl InoMapper {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn dir_node(ino: Ino, parent: Option<&Arc<Node>>) -> Node {
+        let alias = parent.map(|p| Alias {
+            parent: p.clone(),
+            name: OsString::from("d"),
+        });
+        let placement = Placement {
+            layer: LayerIdx(0),
+            dir_layers: vec![LayerIdx(0)],
+        };
+        Node::new(ino, Kind::Dir, alias, placement)
+    }
+
+    #[test]
+    fn reused_directory_number_gets_a_new_generation() {
+        let table = NodeTable::default();
+        let root = table.get_or_insert(ROOT_INO, || dir_node(ROOT_INO, None));
+        let old = table.get_or_insert(42, || dir_node(42, Some(&root)));
+        assert_eq!(old.generation, 0);
+        old.remove_alias(ROOT_INO, OsStr::new("d"));
+        let fresh = table.get_or_insert(42, || dir_node(42, Some(&root)));
+        assert!(!Arc::ptr_eq(&old, &fresh));
+        assert_eq!(
+            fresh.generation, 1,
+            "the kernel must not reuse the dead inode"
+        );
+        let again = table.get_or_insert(42, || dir_node(42, Some(&root)));
+        assert!(Arc::ptr_eq(&fresh, &again), "a live node is kept");
+    }
 
     #[test]
     fn one_device_uses_real_numbers() {
