@@ -14,7 +14,8 @@
 //! mounted on it, and kept (path printed) when the test failed, for inspection.
 //!
 //! `UNIONFS_TEST_BACKENDS=kernel|unionfs` restricts the run to one backend;
-//! `UNIONFS_TEST_TIMEOUT` (seconds, default 120) bounds one mount's life.
+//! `UNIONFS_TEST_TIMEOUT` (seconds, default 120) bounds one mount's life;
+//! `UNIONFS_TEST_SHOW=1` prints each backend's observation.
 
 #![allow(dead_code)]
 
@@ -125,6 +126,9 @@ pub fn both_backends<R: Debug + PartialEq>(f: impl Fn(Backend) -> R) {
     let mut seen: Vec<(Backend, R)> = Vec::new();
     for b in selected_backends() {
         let r = run_on(b, &f);
+        if std::env::var_os("UNIONFS_TEST_SHOW").is_some() {
+            eprintln!("{} observed: {r:?}", b.name());
+        }
         seen.push((b, r));
     }
     if let [(_, kernel), (_, ours)] = &seen[..] {
