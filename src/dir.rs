@@ -284,6 +284,11 @@ impl Union {
         node.add_alias(parent, name);
         node.add_lookup(1);
         let stat = self.stat_node(node)?;
+        // A link to a copied-up file carries the origin's inode number, not its upper one: like
+        // a rename, it makes the directory impure so readdir's d_ino agrees with st_ino.
+        if node.ino != self.mapper.map(self.stack.get(self.upper_idx()?).dev, stat.st_ino) {
+            self.mark_impure(parent);
+        }
         Ok((node.clone(), stat))
     }
 

@@ -252,7 +252,7 @@ impl Union {
         !self.stack.is_upper(r.placement.layer) || r.identity != (upper_dev, r.stat.st_ino)
     }
 
-    fn mark_impure(&self, dir: &Arc<Node>) {
+    pub(crate) fn mark_impure(&self, dir: &Arc<Node>) {
         let Ok(upper) = self.upper_idx() else { return };
         if let Ok(fd) = self.dir_in(dir, upper) {
             let _ = sys::xattr::set(
