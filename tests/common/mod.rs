@@ -569,9 +569,12 @@ impl<'a> Mounter<'a> {
         if let Some(up) = &st.upper {
             opts.push(format!("upperdir={}", up.root.display()));
             opts.push(format!("workdir={}", st.work.display()));
-            opts.push("redirect_dir=off".into());
-            opts.push("index=off".into());
-            opts.push("metacopy=off".into());
+            // userxattr already implies these and refuses them spelled out.
+            if !self.kernel_opts.iter().any(|o| o == "userxattr") {
+                opts.push("redirect_dir=off".into());
+                opts.push("index=off".into());
+                opts.push("metacopy=off".into());
+            }
         }
         opts.extend(self.kernel_opts);
         let out = Command::new("mount")
