@@ -1,0 +1,249 @@
+//! Extended attributes through a real mount: get/list/set/remove in every layer position,
+//! copy-up on change, flags and buffer sizes, permission checks, and the union's private
+//! xattrs (opaque markers, origins) never visible or settable.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+
+/// The user.* and trusted.* xattrs of `p` with values, sorted by name.
+fn xattrs(p: &Path) -> Vec<(String, String)> {
+    sys::llistxattr(p)
+        .unwrap()
+        .into_iter()
+        .map(|n| {
+            let v = sys::lgetxattr(p, &n).unwrap_or_else(|e| panic!("get {n}: {e}"));
+            (n, String::from_utf8_lossy(&v).into_owned())
+        })
+        .collect()
+}
+
+fn positions(st: &Stack) {
+    st.upper().file("up", "u").xattr("up", "user.a", b"up");
+    st.lower(0).file("low", "l").xattr("low", "user.a", b"low");
+    st.lower(0).xattr("low", "trusted.t", b"trusted");
+    st.lower(1)
+        .file("bottom", "b")
+        .xattr("bottom", "user.a", b"bottom");
+    st.lower(0)
+        .file("both", "l")
+        .xattr("both", "user.a", b"lower");
+    st.upper()
+        .file("both", "u")
+        .xattr("both", "user.b", b"upper");
+    st.lower(0).dir("dir").xattr("dir", "user.d", b"dir");
+    st.lower(1).file("dir/child", "c");
+}
+
+const NAMES: [&str; 5] = ["up", "low", "bottom", "both", "dir"];
+
+#[test]
+fn get_and_list_in_every_position() {
+    both_backends(|b| {
+        let st = Stack::new();
+        positions(&st);
+        let m = st.mount(b);
+        let got: Vec<_> = NAMES.iter().map(|n| (*n, xattrs(&m.path(n)))).collect();
+        // The upper copy's xattrs win entirely; the lower's are not merged in.
+        let both = &got[3].1;
+        assert_eq!(both, &[("user.b".to_string(), "upper".to_string())]);
+        let missing = sys::lgetxattr(&m.path("low"), "user.nope");
+        expect_errno(missing, libc::ENODATA, "missing xattr");
+        assert_eq!(
+            st.upper().names(""),
+            ["both", "up"],
+            "reading xattrs copied up"
+        );
+        got
+    });
+}
+
+#[test]
+fn set_and_remove_copy_up_and_leave_the_lower_alone() {
+    both_backends(|b| {
+        let st = Stack::new();
+        positions(&st);
+        let m = st.mount(b);
+        for n in NAMES {
+            sys::lsetxattr(&m.path(n), "user.new", b"v", 0).unwrap();
+        }
+        sys::lremovexattr(&m.path("low"), "user.a").unwrap();
+        sys::lremovexattr(&m.path("bottom"), "user.a").unwrap();
+        let got: Vec<_> = NAMES.iter().map(|n| (*n, xattrs(&m.path(n)))).collect();
+        assert_eq!(
+            st.upper().get_xattr("low", "user.new").as_deref(),
+            Some(&b"v"[..])
+        );
+        assert_eq!(st.upper().get_xattr("low", "user.a"), None);
+        assert_eq!(
+            st.upper().get_xattr("low", "trusted.t").as_deref(),
+            Some(&b"trusted"[..])
+        );
+        assert_eq!(
+            st.lower(0).get_xattr("low", "user.a").as_deref(),
+            Some(&b"low"[..])
+        );
+        assert_eq!(
+            st.lower(0).get_xattr("low", "user.new"),
+            None,
+            "lower modified"
+        );
+        // A directory copied up for an xattr keeps merging its lower entries.
+        assert!(!st.upper().is_opaque("dir"));
+        assert_eq!(names(&m.path("dir")).unwrap(), ["child"]);
+        assert_eq!(st.upper().read("low"), b"l");
+        got
+    });
+}
+
+#[test]
+fn create_and_replace_flags() {
+    both_backends(|b| {
+        let st = Stack::new();
+        positions(&st);
+        let m = st.mount(b);
+        let set = |n: &str, k: &str, flags| errno(&sys::lsetxattr(&m.path(n), k, b"x", flags));
+        let res = vec![
+            set("low", "user.a", libc::XATTR_CREATE),
+            set("low", "user.none", libc::XATTR_REPLACE),
+            set("up", "user.a", libc::XATTR_REPLACE),
+            set("bottom", "user.fresh", libc::XATTR_CREATE),
+            errno(&sys::lremovexattr(&m.path("bottom"), "user.none")),
+            errno(&sys::lremovexattr(&m.path("up"), "user.none")),
+        ];
+        assert_eq!(
+            res,
+            [
+                libc::EEXIST,
+                libc::ENODATA,
+                0,
+                0,
+                libc::ENODATA,
+                libc::ENODATA
+            ]
+        );
+        res
+    });
+}
+
+#[test]
+fn sizes_and_erange() {
+    both_backends(|b| {
+        let st = Stack::new();
+        st.lower(0)
+            .file("f", "x")
+            .xattr("f", "user.long", &[b'v'; 100]);
+        st.lower(0).xattr("f", "user.other", b"1");
+        let m = st.mount(b);
+        let p = m.path("f");
+        let res = vec![
+            errno(&sys::lgetxattr_sized(&p, "user.long", 10)),
+            sys::lgetxattr_sized(&p, "user.long", 0).unwrap() as i32,
+            errno(&sys::llistxattr_sized(&p, 3)),
+            sys::llistxattr_sized(&p, 0).unwrap() as i32,
+        ];
+        // "user.long\0user.other\0" is 21 bytes.
+        assert_eq!(res, [libc::ERANGE, 100, libc::ERANGE, 21]);
+        res
+    });
+}
+
+#[test]
+fn private_overlay_xattrs_are_invisible() {
+    both_backends(|b| {
+        let st = Stack::new();
+        st.lower(1).file("d/hidden", "h");
+        st.lower(0).opaque("d", Opaque::Trusted).file("d/f", "f");
+        st.lower(0).xattr("d", "user.visible", b"yes");
+        st.lower(0).file("g", "g");
+        st.lower(1).file("e/child", "c");
+        let m = st.mount(b);
+        // A copy-up makes both write their own bookkeeping (origin) into the upper.
+        sys::lsetxattr(&m.path("g"), "user.x", b"1", 0).unwrap();
+        std::fs::write(m.path("d/new"), "n").unwrap();
+        let d = sys::llistxattr(&m.path("d")).unwrap();
+        let g = sys::llistxattr(&m.path("g")).unwrap();
+        assert_eq!(d, ["user.visible"]);
+        assert_eq!(g, ["user.x"]);
+        let get = sys::lgetxattr(&m.path("d"), "trusted.overlay.opaque");
+        let del = sys::lremovexattr(&m.path("d"), "trusted.overlay.opaque");
+        assert_ne!(errno(&get), 0, "private xattr readable");
+        assert_ne!(errno(&del), 0, "private xattr removable");
+        assert_eq!(names(&m.path("d")).unwrap(), ["f", "new"], "opacity lost");
+        // Setting a private xattr must not forge an opaque directory. Known difference: the
+        // kernel (6.7+) accepts it and stores it escaped (trusted.overlay.overlay.opaque);
+        // unionfs-rs refuses it with EPERM.
+        let set = sys::lsetxattr(&m.path("e"), "trusted.overlay.opaque", b"y", 0);
+        let want = if b.is_kernel() { 0 } else { libc::EPERM };
+        expect_errno(set, want, "setxattr trusted.overlay.opaque");
+        assert_eq!(
+            names(&m.path("e")).unwrap(),
+            ["child"],
+            "forged opaque directory"
+        );
+        (d, g)
+    });
+}
+
+#[test]
+fn union_private_user_xattrs_cannot_be_forged() {
+    // Known difference: without `userxattr` the kernel treats user.overlay.* as ordinary
+    // xattrs; unionfs-rs reads them as markers (rootless format) in every layer, so they are
+    // private there and setting one would forge an opaque directory.
+    unionfs_only(|b| {
+        let st = Stack::new();
+        st.lower(1).file("d/hidden", "h");
+        st.lower(0).dir("d");
+        let m = st.mount(b);
+        for key in [
+            "user.overlay.opaque",
+            "user.fuseoverlayfs.opaque",
+            "user.unionfs.origin",
+            "trusted.unionfs.origin",
+        ] {
+            let r = sys::lsetxattr(&m.path("d"), key, b"y", 0);
+            assert_ne!(errno(&r), 0, "{key} settable");
+        }
+        assert_eq!(names(&m.path("d")).unwrap(), ["hidden"]);
+        assert!(!st.upper().is_opaque("d"));
+    });
+}
+
+#[test]
+fn unprivileged_xattr_permissions() {
+    both_backends(|b| {
+        let st = Stack::new();
+        let user = test_user();
+        st.lower(0)
+            .file("mine", "m")
+            .chown("mine", user.uid, user.gid);
+        st.lower(0)
+            .file("roots", "r")
+            .xattr("roots", "user.r", b"r");
+        st.lower(0).xattr("roots", "trusted.secret", b"s");
+        let m = st.mount(b);
+        let (mine, roots) = (m.path("mine"), m.path("roots"));
+        let res = as_user(user, || {
+            vec![
+                errno(&sys::lsetxattr(&mine, "user.x", b"1", 0)),
+                errno(&sys::lsetxattr(&roots, "user.x", b"1", 0)),
+                errno(&sys::lgetxattr(&roots, "user.r")),
+                errno(&sys::lsetxattr(&mine, "trusted.x", b"1", 0)),
+                // trusted.* is invisible to the unprivileged.
+                errno(&sys::lgetxattr(&roots, "trusted.secret")),
+                sys::llistxattr(&roots)
+                    .map(|v| v.len() as i32)
+                    .unwrap_or(-1),
+            ]
+        });
+        let want = [0, libc::EACCES, 0, libc::EPERM, libc::ENODATA, 1];
+        assert_eq!(
+            res, want,
+            "the last is the listxattr count: trusted.* must not be listed"
+        );
+        assert!(!st.upper().exists("roots"), "a refused setxattr copied up");
+        res
+    });
+}
