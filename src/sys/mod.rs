@@ -75,9 +75,15 @@ pub fn open_dir_path(root: BorrowedFd<'_>, rel: &[u8]) -> SysResult<OwnedFd> {
     open_beneath(root, rel, OFlags::PATH | OFlags::DIRECTORY)
 }
 
-/// Opens a directory beneath `root` for reading its entries.
+/// Opens a directory beneath `root` for reading its entries. `O_NOATIME` keeps listing a lower
+/// from touching it (as kernel overlayfs opens every real file); only the owner or a holder of
+/// CAP_FOWNER may ask for it, so others fall back to a plain open.
 pub fn open_dir_read(root: BorrowedFd<'_>, rel: &[u8]) -> SysResult<OwnedFd> {
-    open_beneath(root, rel, OFlags::RDONLY | OFlags::DIRECTORY)
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY;
+    match open_beneath(root, rel, flags | OFlags::NOATIME) {
+        Err(Errno::PERM) => open_beneath(root, rel, flags),
+        other => other,
+    }
 }
 
 /// `fstatat(dir, name, AT_SYMLINK_NOFOLLOW)`.
