@@ -78,22 +78,6 @@ pub fn oci_whiteout_name(name: &[u8]) -> Option<OsString> {
     Some(OsStr::from_bytes(&v).to_os_string())
 }
 
-/// True when `name` inside `dir` is deleted by a whiteout *in this same layer* (any dialect).
-pub fn has_whiteout(dir: BorrowedFd<'_>, name: &OsStr, st: Option<&Stat>) -> SysResult<bool> {
-    if let Some(st) = st {
-        if is_whiteout_stat(st) {
-            return Ok(true);
-        }
-        if is_xattr_whiteout(dir, name, st)? {
-            return Ok(true);
-        }
-    }
-    match oci_whiteout_name(name.as_bytes()) {
-        Some(wh) => Ok(sys::stat_at_opt(dir, &wh)?.is_some()),
-        None => Ok(false),
-    }
-}
-
 /// A zero-size regular file with an `overlay.whiteout` xattr, honoured only in directories that
 /// announce such whiteouts (as the kernel does), so ordinary empty files cost nothing.
 pub fn is_xattr_whiteout(dir: BorrowedFd<'_>, name: &OsStr, st: &Stat) -> SysResult<bool> {
@@ -111,25 +95,52 @@ pub fn is_xattr_whiteout(dir: BorrowedFd<'_>, name: &OsStr, st: &Stat) -> SysRes
     Ok(false)
 }
 
-/// Whether a directory announces zero-size xattr whiteouts (`overlay.whiteouts`).
-pub fn dir_has_xattr_whiteouts(dir: BorrowedFd<'_>) -> SysResult<bool> {
-    for key in WHITEOUTS_DIR_XATTRS {
-        if sys::xattr::get_opt(dir, OsStr::new(""), OsStr::new(key))?.is_some() {
-            return Ok(true);
+/// What a directory's own xattrs say about it in its layer.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct DirMarkers {
+    /// `overlay.opaque=y` (or fuse-overlayfs's): nothing below merges in.
+    pub opaque: bool,
+    /// Zero-size files with `overlay.whiteout` inside are whiteouts: announced by
+    /// `overlay.opaque=x` (kernel 6.7+) or an `overlay.whiteouts` xattr.
+    pub xattr_whiteouts: bool,
+}
+
+/// Reads a directory's markers with one `listxattr` (and a `getxattr` only for keys present),
+/// since this runs for every directory of every layer a lookup or listing touches.
+pub fn dir_markers(dir: BorrowedFd<'_>) -> SysResult<DirMarkers> {
+    let here = OsStr::new("");
+    let names = match sys::xattr::list(dir, here) {
+        Ok(n) => n,
+        Err(Errno::NOTSUP) | Err(Errno::PERM) | Err(Errno::ACCESS) => {
+            return Ok(DirMarkers::default());
+        }
+        Err(e) => return Err(e),
+    };
+    let mut markers = DirMarkers::default();
+    for name in &names {
+        let key = name.as_bytes();
+        if OPAQUE_XATTRS.iter().any(|k| k.as_bytes() == key) {
+            match sys::xattr::get_opt(dir, here, name)?.as_deref() {
+                Some(b"y") => markers.opaque = true,
+                Some(b"x") => markers.xattr_whiteouts = true,
+                _ => {}
+            }
+        } else if WHITEOUTS_DIR_XATTRS.iter().any(|k| k.as_bytes() == key) {
+            markers.xattr_whiteouts = true;
         }
     }
-    Ok(false)
+    Ok(markers)
+}
+
+/// Whether a directory announces zero-size xattr whiteouts inside it.
+pub fn dir_has_xattr_whiteouts(dir: BorrowedFd<'_>) -> SysResult<bool> {
+    Ok(dir_markers(dir)?.xattr_whiteouts)
 }
 
 /// True when the directory `dir` (an fd of the directory itself) is opaque in its layer.
 pub fn is_opaque_dir(dir: BorrowedFd<'_>) -> SysResult<bool> {
-    let names = sys::xattr::list(dir, OsStr::new(""))?;
-    for key in OPAQUE_XATTRS {
-        if names.iter().any(|n| n == key)
-            && sys::xattr::get_opt(dir, OsStr::new(""), OsStr::new(key))?.as_deref() == Some(b"y")
-        {
-            return Ok(true);
-        }
+    if dir_markers(dir)?.opaque {
+        return Ok(true);
     }
     Ok(sys::stat_at_opt(dir, OsStr::from_bytes(OPAQUE_MARKER))?.is_some())
 }
