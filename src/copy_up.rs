@@ -183,7 +183,10 @@ impl Union {
                 sys::AtFlags::empty(),
             )?;
         }
-        if kind != Kind::Dir {
+        // Like the kernel without an inode index: a lower file with other hard links keeps its
+        // number only for this mount. Recorded, the copy would share it after a remount with
+        // the links still in the lower, which then show other data under the same st_ino.
+        if kind != Kind::Dir && src.stat.st_nlink == 1 {
             self.write_origin(src, work, tmp);
         }
         let times = rustix::fs::Timestamps {
