@@ -505,11 +505,12 @@ impl Filesystem for UnionFs {
         );
     }
 
-    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         reply_xattr(
             reply,
             size,
-            self.node(ino).and_then(|n| self.union.listxattr(&n)),
+            self.node(ino)
+                .and_then(|n| self.union.listxattr(&n, caller(req))),
         );
     }
 

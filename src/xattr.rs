@@ -13,7 +13,7 @@ use std::sync::Arc;
 use crate::copy_up::CopyUpData;
 use crate::inode::Node;
 use crate::sys::{self, Errno, SysResult};
-use crate::union::Union;
+use crate::union::{Caller, Union};
 use crate::whiteout::is_private_xattr;
 
 impl Union {
@@ -37,12 +37,15 @@ impl Union {
         sys::xattr::get(dir.as_fd(), &name, key)
     }
 
-    pub fn listxattr(&self, node: &Node) -> SysResult<Vec<u8>> {
+    /// Lists the names a caller may see: `trusted.*` only for root, as the kernel lists them
+    /// only to CAP_SYS_ADMIN (the daemon itself may be root and see them all).
+    pub fn listxattr(&self, node: &Node, caller: Caller) -> SysResult<Vec<u8>> {
         self.check_xattrs_enabled()?;
         let (dir, name) = self.parent_dir_in(node, node.layer())?;
         let names: Vec<OsString> = sys::xattr::list(dir.as_fd(), &name)?
             .into_iter()
             .filter(|n| !is_private_xattr(n.as_bytes()))
+            .filter(|n| caller.uid == 0 || !n.as_bytes().starts_with(b"trusted."))
             .collect();
         Ok(sys::xattr::join_names(&names))
     }
