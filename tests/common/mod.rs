@@ -757,7 +757,7 @@ pub fn is_mounted(path: &Path) -> bool {
 }
 
 /// Polls until a FUSE mount appears at `merged`; fails early when the daemon exits.
-fn wait_for_mount(merged: &Path, child: &mut Child) -> Result<(), String> {
+pub fn wait_for_mount(merged: &Path, child: &mut Child) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if let Some(t) = mounted_fstype(merged) {
