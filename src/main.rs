@@ -5,7 +5,7 @@
 //! their own error message. Warnings are also one line each, printed once: the background
 //! daemon, which re-parses the same arguments, keeps quiet about them.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use tracing_subscriber::EnvFilter;
@@ -17,7 +17,8 @@ fn main() -> ExitCode {
     let invocation = match cli::parse_args(std::env::args_os()) {
         Ok(Command::Mount(invocation)) => invocation,
         Ok(Command::Print(text)) => {
-            print!("{text}");
+            // `--help | head` must not panic on the closed pipe.
+            let _ = std::io::stdout().write_all(text.as_bytes());
             return ExitCode::SUCCESS;
         }
         Err(e) => return fail(&e),
@@ -25,7 +26,7 @@ fn main() -> ExitCode {
     init_logging(invocation.debug);
     if !invocation.daemon_child {
         for warning in &invocation.warnings {
-            eprintln!("unionfs-rs: {}", one_line(warning));
+            say(warning);
         }
     }
     let result = if invocation.daemon_child {
@@ -42,9 +43,14 @@ fn main() -> ExitCode {
 /// Prints `e` (unless the daemon already did) and returns its exit code.
 fn fail(e: &SetupError) -> ExitCode {
     if !matches!(e, SetupError::DaemonFailed(_)) {
-        eprintln!("unionfs-rs: {}", one_line(&e.to_string()));
+        say(&e.to_string());
     }
     ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(1).max(1))
+}
+
+/// One `unionfs-rs: ...` line on stderr; a closed stderr is not worth a panic.
+fn say(msg: &str) {
+    let _ = writeln!(std::io::stderr(), "unionfs-rs: {}", one_line(msg));
 }
 
 /// Messages from below (fusermount3's stderr, io errors) may span lines; keep ours to one.
@@ -69,6 +75,9 @@ fn init_logging(debug: bool) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
+        // A failed log write (stderr a closed pipe or a hung-up terminal) must not panic the
+        // thread that logged: that may be the one about to unmount on SIGHUP/SIGTERM.
+        .log_internal_errors(false)
         .with_writer(std::io::stderr)
         .try_init();
 }

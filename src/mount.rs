@@ -204,10 +204,14 @@ fn watch_signals(mut signals: Signals, mut unmounter: SessionUnmounter, mountpoi
             continue;
         }
         unmounting = true;
-        info!(signal, mountpoint = %mountpoint.display(), "unmounting");
-        if let Err(e) = unmounter.unmount() {
-            warn!("unmount failed ({e}); detaching lazily");
-            detach(&mountpoint);
+        // Unmount first, log after: whatever happens to logging, the mount must not outlive
+        // the process as a dead "transport endpoint".
+        match unmounter.unmount() {
+            Ok(()) => info!(signal, mountpoint = %mountpoint.display(), "unmounted"),
+            Err(e) => {
+                detach(&mountpoint);
+                warn!("unmount failed ({e}); detached lazily");
+            }
         }
     }
 }

@@ -551,7 +551,7 @@ fn foreground(s: &Scratch, args: &[&str]) -> Child {
 #[test]
 fn foreground_signals_unmount_and_exit_0() {
     use rustix::process::{Pid, Signal};
-    for signal in [Signal::TERM, Signal::INT] {
+    for signal in [Signal::TERM, Signal::INT, Signal::HUP] {
         let s = Scratch::new(&["l", "u", "m"]);
         let mut child = foreground(&s, &["-f", "l", "u", "m"]);
         let pid = Pid::from_raw(child.id() as i32).unwrap();
@@ -560,6 +560,27 @@ fn foreground_signals_unmount_and_exit_0() {
         assert!(status.success(), "{signal:?}: {status:?}");
         assert!(!is_mounted(&s.path("m")));
     }
+}
+
+/// Regression: with -d and stderr a closed pipe (or a hung-up terminal), a failed log write
+/// panicked the signal thread, so SIGTERM left a dead mount behind.
+#[test]
+fn signal_unmounts_even_when_stderr_is_gone() {
+    use rustix::process::{Pid, Signal};
+    let s = Scratch::new(&["l", "u", "m"]);
+    let mut cmd = bin(["-d", "l", "u", "m"]);
+    cmd.current_dir(s.path(""))
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    drop(child.stderr.take());
+    assert!(wait_mounted(&s.path("m"), true), "mount never appeared");
+    let _ = fs::read_dir(s.path("m")).map(|d| d.count());
+    let pid = Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, Signal::TERM).unwrap();
+    let status = wait_timeout(&mut child, TIMEOUT).expect("no exit after SIGTERM");
+    assert!(status.success(), "{status:?}");
+    assert!(!is_mounted(&s.path("m")));
 }
 
 #[test]
@@ -591,12 +612,7 @@ fn unprivileged_mount_through_fusermount3() {
     }
     let s = Scratch::new(&["l", "u", "m"]);
     for d in ["u", "m"] {
-        rustix::fs::chown(
-            s.path(d),
-            Some(rustix::process::Uid::from_raw(65534)),
-            None,
-        )
-        .unwrap();
+        rustix::fs::chown(s.path(d), Some(rustix::process::Uid::from_raw(65534)), None).unwrap();
     }
     let path = std::env::var("PATH").unwrap_or_default();
     let o = run(&mut as_nobody(&["l", "u", "m"], &path, &s.path("")));
