@@ -144,6 +144,9 @@ struct OptState {
     workdir: Option<PathBuf>,
     squash_to_root: bool,
     debug: bool,
+    /// The last element was `uidmapping=` (true) or `gidmapping=` (false), with its text so far:
+    /// fuse-overlayfs's man page separates ranges with commas, which also end an -o element.
+    mapping: Option<(bool, String)>,
     unknown: Vec<String>,
     warnings: Vec<String>,
 }
@@ -315,6 +318,9 @@ fn apply_option_string(st: &mut OptState, s: &[u8]) -> Result<(), SetupError> {
             Some(i) => (&item[..i], Some(&item[i + 1..])),
             None => (&item[..], None),
         };
+        if continue_mapping(st, &item)? {
+            continue;
+        }
         let key = String::from_utf8_lossy(key);
         let o = Opt { key: &key, raw };
         let known = apply_layer_option(st, o)?
@@ -326,6 +332,26 @@ fn apply_option_string(st: &mut OptState, s: &[u8]) -> Result<(), SetupError> {
         }
     }
     Ok(())
+}
+
+/// Takes `item` as more ranges of the mapping just given (`uidmapping=0:1000:1,1:100000:65536`,
+/// the man page's form) when it is nothing but colon-separated numbers.
+fn continue_mapping(st: &mut OptState, item: &[u8]) -> Result<bool, SetupError> {
+    let ranges = item.contains(&b':') && item.iter().all(|&b| b == b':' || b.is_ascii_digit());
+    let Some((uid, text)) = st.mapping.as_mut().filter(|_| ranges) else {
+        st.mapping = None;
+        return Ok(false);
+    };
+    text.push(':');
+    text.push_str(&String::from_utf8_lossy(item));
+    let list = IdMapping::parse_list(text).map_err(SetupError::Usage)?;
+    let fs = &mut st.config.fs;
+    *(if *uid {
+        &mut fs.uid_mappings
+    } else {
+        &mut fs.gid_mappings
+    }) = list;
+    Ok(true)
 }
 
 /// One `-o` element: its key and its value with escapes still in place.
@@ -447,13 +473,18 @@ fn apply_fs_option(st: &mut OptState, o: Opt) -> Result<bool, SetupError> {
 /// Ownership as seen through the mount: id mappings, squashing, override xattrs.
 fn apply_owner_option(st: &mut OptState, o: Opt) -> Result<bool, SetupError> {
     let fs = &mut st.config.fs;
-    let mappings = |o: Opt| IdMapping::parse_list(&o.text()?).map_err(|e| o.bad(e));
+    let mut mappings = |o: Opt, uid: bool| {
+        let text = o.text()?;
+        let list = IdMapping::parse_list(&text).map_err(|e| o.bad(e))?;
+        st.mapping = Some((uid, text));
+        Ok::<_, SetupError>(list)
+    };
     match o.key {
         "squash_to_root" => st.squash_to_root = o.flag()?,
         "squash_to_uid" => fs.squash_uid = Some(o.number()?),
         "squash_to_gid" => fs.squash_gid = Some(o.number()?),
-        "uidmapping" => fs.uid_mappings = mappings(o)?,
-        "gidmapping" => fs.gid_mappings = mappings(o)?,
+        "uidmapping" => fs.uid_mappings = mappings(o, true)?,
+        "gidmapping" => fs.gid_mappings = mappings(o, false)?,
         "xattr_permissions" => {
             fs.xattr_permissions = match o.text()?.as_str() {
                 "0" => XattrPermissions::Off,
@@ -570,6 +601,18 @@ mod tests {
         );
         assert!(!c.foreground && !c.fuse.read_only);
         assert_eq!(inv.warnings.len(), 1, "{:?}", inv.warnings);
+    }
+
+    #[test]
+    fn mapping_ranges_may_be_separated_by_commas() {
+        let o = "lowerdir=l,uidmapping=0:1000:1,1:100000:65536,gidmapping=0:1000:1,1:2:3,4:5:6";
+        let inv = build_from(&["-o", o, "m"], false).unwrap();
+        assert_eq!(inv.config.fs.uid_mappings.len(), 2);
+        assert_eq!(inv.config.fs.gid_mappings.len(), 3);
+        assert!(inv.warnings.is_empty(), "{:?}", inv.warnings);
+        let stray = build_from(&["-o", "lowerdir=l,1:2:3", "m"], false).unwrap();
+        assert_eq!(stray.warnings.len(), 1);
+        assert!(build_from(&["-o", "lowerdir=l,uidmapping=0:1:1,0:5:1", "m"], false).is_err());
     }
 
     #[test]
