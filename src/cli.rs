@@ -1,4 +1,4 @@
-//! The command line: two grammars, one validated `MountConfig`.
+//! The command line: two grammars, one `MountConfig` (checked later by `MountConfig::validate`).
 //!
 //! - `unionfs-rs [OPTIONS] LOWER[:LOWER...] UPPER MERGED`, our own;
 //! - `unionfs-rs [OPTIONS] -o lowerdir=L1[:L2...][,upperdir=U,workdir=W] MERGED`, fuse-overlayfs's,
@@ -65,7 +65,7 @@ struct Args {
     /// Work directory, on the upper's filesystem
     #[arg(long, value_name = "DIR")]
     workdir: Option<OsString>,
-    /// Stay in the foreground; SIGINT/SIGTERM unmount and exit
+    /// Stay in the foreground; SIGINT/SIGTERM/SIGHUP unmount and exit 0
     #[arg(short, long)]
     foreground: bool,
     /// Log at debug level (implies -f)

@@ -1,6 +1,6 @@
 //! Mounting and serving one union: environment checks, the FUSE session, signals, daemon mode.
 //!
-//! Order of events, each step undoing nothing when the previous failed: the environment is
+//! Order of events, chosen so that a failure leaves nothing behind: the environment is
 //! checked (`/dev/fuse`, and `fusermount3` when we cannot mount ourselves) before anything is
 //! touched; `UnionFs::new` opens the layers; `fuser::Session::new` mounts and returns only after
 //! the kernel's FUSE INIT handshake, so once it returns the mount is live, and if anything fails
