@@ -241,6 +241,15 @@ impl Union {
         {
             self.mark_impure(dst.parent);
         }
+        // An exchange also moves the destination's object into the source directory.
+        if flags.contains(RenameFlags::EXCHANGE)
+            && dst
+                .found
+                .as_ref()
+                .is_some_and(|f| self.has_borrowed_identity(f))
+        {
+            self.mark_impure(src.parent);
+        }
     }
 
     /// A non-directory whose inode number is not its upper inode's own (it was copied up).
