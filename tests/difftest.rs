@@ -1234,6 +1234,30 @@ fn regressions() {
         }],
     ));
 
+    // RENAME_EXCHANGE moves a copied-up lower file into an upper directory, which must then
+    // report the origin's inode number as d_ino too.
+    let mut t = Tree {
+        layers: [empty_layer(), empty_layer(), empty_layer()],
+    };
+    t.layers[0][2] = dir([
+        Leaf::Dir {
+            mode: 0o755,
+            opaque: false,
+        },
+        Leaf::Absent,
+    ]);
+    t.layers[0][3] = dir([Leaf::Absent, Leaf::Absent]);
+    t.layers[1][3] = dir([Leaf::Absent, file.clone()]);
+    cases.push((
+        "exchange of an upper dir with a lower file keeps d_ino == st_ino",
+        t,
+        vec![Op::Rename {
+            from: P(2, Some(0)),
+            to: P(3, Some(1)),
+            flags: RenameFlags::Exchange,
+        }],
+    ));
+
     for (what, tree, ops) in cases {
         let stack = std::thread::Builder::new()
             .stack_size(64 << 20)
