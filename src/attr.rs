@@ -13,8 +13,11 @@ use fuser::{FileAttr, FileType, INodeNo};
 use crate::copy_up::CopyUpData;
 use crate::handles::Fh;
 use crate::inode::{Kind, Node};
+use crate::ownership::{Owner, format_override};
 use crate::sys::{self, Errno, OFlags, Stat, SysResult};
 use crate::union::Union;
+use std::ffi::OsStr;
+use std::os::fd::BorrowedFd;
 
 /// A new time for `utimens`.
 #[derive(Debug, Clone, Copy)]
@@ -70,19 +73,9 @@ impl Union {
         self.copy_up(node, data)?;
         let (dir, name) = self.parent_dir_in(node, self.upper_idx()?)?;
         let d = std::os::fd::AsFd::as_fd(&dir);
-        if changes.uid.is_some() || changes.gid.is_some() {
-            sys::chown_at(d, &name, changes.uid, changes.gid)?;
-        }
+        self.change_owner(d, &name, changes.uid, changes.gid)?;
         if let Some(mode) = changes.mode {
-            if node.kind == Kind::Symlink {
-                return Err(Errno::OPNOTSUPP);
-            }
-            rustix::fs::chmodat(
-                d,
-                &name,
-                sys::Mode::from_raw_mode(mode & 0o7777),
-                sys::AtFlags::empty(),
-            )?;
+            self.change_mode(d, &name, node.kind, mode)?;
         }
         if let Some(size) = changes.size {
             self.truncate(node, fh, size)?;
@@ -95,6 +88,79 @@ impl Union {
             sys::utimens_at(d, &name, &times)?;
         }
         self.getattr(node)
+    }
+
+    /// chown through the mount: ids become what is stored; with `xattr_permissions` they go to
+    /// the override xattr; with squashed owners there is nothing to change.
+    fn change_owner(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+        uid: Option<u32>,
+        gid: Option<u32>,
+    ) -> SysResult<()> {
+        if (uid.is_none() && gid.is_none()) || self.ownership.squashes() {
+            return Ok(());
+        }
+        let uid = uid.map(|u| self.ownership.uid_to_disk(u)).transpose()?;
+        let gid = gid.map(|g| self.ownership.gid_to_disk(g)).transpose()?;
+        if self.ownership.override_key().is_some() {
+            return self.update_override(dir, name, |o| {
+                o.uid = uid.unwrap_or(o.uid);
+                o.gid = gid.unwrap_or(o.gid);
+            });
+        }
+        sys::chown_at(dir, name, uid, gid)
+    }
+
+    fn change_mode(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+        kind: Kind,
+        mode: u32,
+    ) -> SysResult<()> {
+        if kind == Kind::Symlink {
+            return Err(Errno::OPNOTSUPP);
+        }
+        if self.ownership.override_key().is_some() {
+            return self.update_override(dir, name, |o| o.perm = mode & 0o7777);
+        }
+        rustix::fs::chmodat(
+            dir,
+            name,
+            sys::Mode::from_raw_mode(mode & 0o7777),
+            sys::AtFlags::empty(),
+        )
+    }
+
+    /// Rewrites the override xattr, starting from the recorded owner or the real one.
+    pub fn update_override(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+        change: impl FnOnce(&mut Owner),
+    ) -> SysResult<()> {
+        let key = self.ownership.override_key().ok_or(Errno::INVAL)?;
+        let mut owner = match self.stored_override(dir, name) {
+            Some(o) => o,
+            None => {
+                let st = sys::stat_at(dir, name)?;
+                Owner {
+                    uid: st.st_uid,
+                    gid: st.st_gid,
+                    perm: st.st_mode & 0o7777,
+                }
+            }
+        };
+        change(&mut owner);
+        sys::xattr::set(
+            dir,
+            name,
+            key,
+            &format_override(owner),
+            sys::xattr::XattrFlags::empty(),
+        )
     }
 
     fn truncate(&self, node: &Node, fh: Option<Fh>, size: u64) -> SysResult<()> {

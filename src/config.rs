@@ -60,8 +60,10 @@ pub enum XattrPermissions {
     Containers,
 }
 
-/// One range of an id mapping: ids `container..container+size` seen through the mount are
-/// `host..host+size` on disk (fuse-overlayfs's `uidmapping=`/`gidmapping=` triples, in order).
+/// One range of an id mapping, a fuse-overlayfs `uidmapping=`/`gidmapping=` triple in order:
+/// ids `container..container+size` as *stored in the layers* are shown through the mount as
+/// `host..host+size` (containers/storage writes ContainerID:HostID:Size, and the layers hold
+/// container ids while the daemon answers in host ids). See `ownership`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IdMapping {
     pub container: u32,

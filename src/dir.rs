@@ -19,6 +19,7 @@ use crate::index::Cached;
 use crate::inode::{Alias, Kind, Node, Placement};
 use crate::layers::remove_tree;
 use crate::lookup::{self, Resolved};
+use crate::ownership::{Owner, format_override};
 use crate::sys::{self, Errno, Mode, OFlags, Stat, SysResult};
 use crate::union::{Caller, Union};
 use crate::whiteout;
@@ -183,15 +184,34 @@ impl Union {
         caller: Caller,
     ) -> SysResult<()> {
         let setgid_parent = t.dir_stat.st_mode & libc::S_ISGID != 0;
+        // Callers speak in the mount's ids; an id no mapping covers is stored as given.
+        let uid = self.ownership.uid_to_disk(caller.uid).unwrap_or(caller.uid);
         let gid = if setgid_parent {
             t.dir_stat.st_gid
         } else {
-            caller.gid
+            self.ownership.gid_to_disk(caller.gid).unwrap_or(caller.gid)
         };
         if self.chown_new {
-            sys::chown_at(dir, name, Some(caller.uid), Some(gid))?;
+            sys::chown_at(dir, name, Some(uid), Some(gid))?;
         } else if setgid_parent {
             let _ = sys::chown_at(dir, name, None, Some(gid));
+        }
+        if self.ownership.override_key().is_some() && !matches!(what, NewObject::Symlink { .. }) {
+            let perm = match what {
+                NewObject::File { mode, .. }
+                | NewObject::Dir { mode }
+                | NewObject::Node { mode, .. } => mode & 0o7777,
+                NewObject::Symlink { .. } => 0o777,
+            };
+            let owner = Owner { uid, gid, perm };
+            let key = self.ownership.override_key().ok_or(Errno::INVAL)?;
+            sys::xattr::set(
+                dir,
+                name,
+                key,
+                &format_override(owner),
+                sys::xattr::XattrFlags::empty(),
+            )?;
         }
         if let NewObject::Dir { mode } = what {
             // chown cleared nothing on a directory, but the work dir is not set-group-ID, so the
@@ -286,7 +306,11 @@ impl Union {
         let stat = self.stat_node(node)?;
         // A link to a copied-up file carries the origin's inode number, not its upper one: like
         // a rename, it makes the directory impure so readdir's d_ino agrees with st_ino.
-        if node.ino != self.mapper.map(self.stack.get(self.upper_idx()?).dev, stat.st_ino) {
+        if node.ino
+            != self
+                .mapper
+                .map(self.stack.get(self.upper_idx()?).dev, stat.st_ino)
+        {
             self.mark_impure(parent);
         }
         Ok((node.clone(), stat))

@@ -17,6 +17,7 @@ pub mod layers;
 pub mod lookup;
 pub mod metrics;
 pub mod mount;
+pub mod ownership;
 pub mod readdir;
 pub mod rename;
 pub mod stats;

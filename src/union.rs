@@ -17,6 +17,7 @@ use crate::inode::{Alias, InoMapper, Kind, Node, NodeTable, Placement, ROOT_INO}
 use crate::layers::{LayerIdx, LayerStack};
 use crate::lookup::{self, Resolved};
 use crate::metrics::Metrics;
+use crate::ownership::{Owner, Ownership};
 use crate::sys::{self, Errno, Stat, SysResult};
 use crate::whiteout;
 
@@ -43,6 +44,8 @@ pub struct Union {
     pub metrics: Metrics,
     /// The daemon runs as root, so it must hand ownership of new objects to the caller.
     pub chown_new: bool,
+    /// Id mappings, squashing and override xattrs (see `ownership`).
+    pub ownership: Ownership,
 }
 
 impl Union {
@@ -70,6 +73,7 @@ impl Union {
             opts: config.fs.clone(),
             metrics: Metrics::default(),
             chown_new: sys::euid() == 0,
+            ownership: Ownership::new(&config.fs),
         })
     }
 
@@ -202,12 +206,30 @@ impl Union {
     }
 
     /// Attributes of a node's object as it is now.
+    /// Attributes of a node's object as the mount shows them (owners translated, see
+    /// `ownership`).
     pub fn stat_node(&self, node: &Node) -> SysResult<Stat> {
-        if node.is_unlinked() {
-            return self.handles.stat_open_file(node.ino).ok_or(Errno::NOENT);
-        }
-        let (dir, name) = self.parent_dir_in(node, node.layer())?;
-        sys::stat_at(dir.as_fd(), &name)
+        let mut st = if node.is_unlinked() {
+            self.handles.stat_open_file(node.ino).ok_or(Errno::NOENT)?
+        } else {
+            let (dir, name) = self.parent_dir_in(node, node.layer())?;
+            let mut st = sys::stat_at(dir.as_fd(), &name)?;
+            if let Some(owner) = self.stored_override(dir.as_fd(), &name) {
+                st.st_uid = owner.uid;
+                st.st_gid = owner.gid;
+                st.st_mode = (st.st_mode & !0o7777) | owner.perm;
+            }
+            st
+        };
+        (st.st_uid, st.st_gid) = self.ownership.to_view(st.st_uid, st.st_gid);
+        Ok(st)
+    }
+
+    /// The owner recorded in the override xattr (`xattr_permissions`), if any.
+    pub fn stored_override(&self, dir: std::os::fd::BorrowedFd<'_>, name: &OsStr) -> Option<Owner> {
+        let key = self.ownership.override_key()?;
+        let raw = sys::xattr::get_opt(dir, name, key).ok()??;
+        crate::ownership::parse_override(&raw)
     }
 
     /// The upper layer's index, or EROFS for a read-only union.

@@ -30,7 +30,7 @@ impl Union {
             return Ok(report); // the metrics view, served even with xattrs off
         }
         self.check_xattrs_enabled()?;
-        if is_private_xattr(key.as_bytes()) {
+        if self.is_hidden_xattr(key.as_bytes()) {
             return Err(Errno::NODATA);
         }
         let (dir, name) = self.parent_dir_in(node, node.layer())?;
@@ -44,7 +44,7 @@ impl Union {
         let (dir, name) = self.parent_dir_in(node, node.layer())?;
         let names: Vec<OsString> = sys::xattr::list(dir.as_fd(), &name)?
             .into_iter()
-            .filter(|n| !is_private_xattr(n.as_bytes()))
+            .filter(|n| !self.is_hidden_xattr(n.as_bytes()))
             .filter(|n| caller.uid == 0 || !n.as_bytes().starts_with(b"trusted."))
             .collect();
         Ok(sys::xattr::join_names(&names))
@@ -78,11 +78,16 @@ impl Union {
         sys::xattr::remove(dir.as_fd(), &name, key)
     }
 
+    /// The union's own bookkeeping, and the ownership store when `xattr_permissions` is on.
+    fn is_hidden_xattr(&self, key: &[u8]) -> bool {
+        is_private_xattr(key) || self.ownership.is_override_key(key)
+    }
+
     fn check_xattr_write(&self, key: &OsStr) -> SysResult<()> {
         if self.read_only() {
             return Err(Errno::ROFS);
         }
-        if is_private_xattr(key.as_bytes()) {
+        if self.is_hidden_xattr(key.as_bytes()) {
             return Err(Errno::PERM);
         }
         Ok(())
