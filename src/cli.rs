@@ -32,6 +32,9 @@ const USAGE: &str = "unionfs-rs [OPTIONS] LOWER[:LOWER...] UPPER MERGED\n       
                      unionfs-rs [OPTIONS] -o lowerdir=L1[:L2...][,upperdir=U][,workdir=W] MERGED";
 
 const AFTER_HELP: &str = "\
+`unionfs-rs stats MERGED [--json]` prints the copy-up and lookup metrics of a running mount
+(also printed on stderr when the daemon gets SIGUSR1).
+
 The leftmost LOWER is the top layer. A read-only union has no upper: use the -o grammar without
 upperdir (it is mounted read-only). Without --workdir / workdir=, the work directory is
 UPPER/.unionfs-rs-work, hidden from the merged view. In LOWER lists and -o values a backslash
@@ -103,6 +106,30 @@ pub enum Command {
     Mount(Box<Invocation>),
     /// `--help` / `--version`: print this on stdout and exit 0.
     Print(String),
+    /// `unionfs-rs stats MERGED [--json]`: print the metrics of a running mount.
+    Stats {
+        mountpoint: PathBuf,
+        json: bool,
+    },
+}
+
+/// `stats MERGED [--json]`, recognised only in exactly that shape: a mount needs three paths
+/// (or one with `-o`), so a lower directory that happens to be named `stats` is never taken
+/// for the subcommand.
+fn parse_stats(args: &[OsString]) -> Option<Command> {
+    let rest = match args {
+        [_, cmd, rest @ ..] if cmd == "stats" => rest,
+        _ => return None,
+    };
+    let json = rest.iter().any(|a| a == "--json");
+    let paths: Vec<&OsString> = rest.iter().filter(|a| *a != "--json").collect();
+    match paths.as_slice() {
+        [path] if rest.len() <= 2 => Some(Command::Stats {
+            mountpoint: PathBuf::from(path),
+            json,
+        }),
+        _ => None,
+    }
 }
 
 /// Parses `args` (program name first). The paths are not checked yet: `mount::run` validates
@@ -113,6 +140,10 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    if let Some(stats) = parse_stats(&args) {
+        return Ok(stats);
+    }
     let args = match Args::try_parse_from(args) {
         Ok(args) => args,
         Err(e) => return clap_outcome(e),

@@ -21,6 +21,7 @@ fn main() -> ExitCode {
             let _ = std::io::stdout().write_all(text.as_bytes());
             return ExitCode::SUCCESS;
         }
+        Ok(Command::Stats { mountpoint, json }) => return print_stats(&mountpoint, json),
         Err(e) => return fail(&e),
     };
     init_logging(invocation.debug);
@@ -80,4 +81,18 @@ fn init_logging(debug: bool) {
         .log_internal_errors(false)
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+/// `unionfs-rs stats MERGED`: the running daemon answers through its mount (see `stats`).
+fn print_stats(mountpoint: &std::path::Path, json: bool) -> ExitCode {
+    match unionfs_rs::stats::read_from_mount(mountpoint, json) {
+        Ok(report) => {
+            let _ = std::io::stdout().write_all(report.as_bytes());
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&SetupError::path(
+            mountpoint,
+            format!("no unionfs-rs statistics here: {e}"),
+        )),
+    }
 }

@@ -172,6 +172,7 @@ fn mount_and_serve(config: &MountConfig, on_live: impl FnOnce()) -> Result<(), S
     let signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1])
         .map_err(|e| SetupError::io("installing signal handlers", e))?;
     let fs = UnionFs::new(config)?;
+    let union = fs.union();
     let mountpoint = config.mountpoint.clone();
     let mut session = fuser::Session::new(fs, &mountpoint, &session_config(&config.fuse))
         .map_err(|e| SetupError::io(format!("mounting {}", mountpoint.display()), e))?;
@@ -180,7 +181,7 @@ fn mount_and_serve(config: &MountConfig, on_live: impl FnOnce()) -> Result<(), S
     let handle = signals.handle();
     let watcher = std::thread::Builder::new()
         .name("signals".into())
-        .spawn(move || watch_signals(signals, unmounter, mountpoint))
+        .spawn(move || watch_signals(signals, unmounter, mountpoint, union))
         .map_err(|e| SetupError::io("starting the signal thread", e))?;
     on_live();
     let served = session.run();
@@ -192,11 +193,18 @@ fn mount_and_serve(config: &MountConfig, on_live: impl FnOnce()) -> Result<(), S
 }
 
 /// Turns termination signals into an unmount; the session then ends and `run` returns.
-fn watch_signals(mut signals: Signals, mut unmounter: SessionUnmounter, mountpoint: PathBuf) {
+/// SIGUSR1 prints the metrics report (on stderr: visible with `-f`; a background daemon's
+/// stderr is /dev/null, so there `unionfs-rs stats MERGED` is the way to read it).
+fn watch_signals(
+    mut signals: Signals,
+    mut unmounter: SessionUnmounter,
+    mountpoint: PathBuf,
+    union: std::sync::Arc<crate::union::Union>,
+) {
     let mut unmounting = false;
     for signal in signals.forever() {
         if signal == SIGUSR1 {
-            info!("SIGUSR1: no statistics to report yet");
+            let _ = writeln!(std::io::stderr(), "{}", crate::stats::report(&union));
             continue;
         }
         if unmounting {

@@ -191,7 +191,7 @@ pub fn read_from_mount(mountpoint: &Path, json: bool) -> std::io::Result<String>
     };
     // The report may grow between the size probe and the read: retry a few times.
     for _ in 0..8 {
-        let size = match rustix::fs::getxattr(mountpoint, key, &mut [0u8; 0][..]) {
+        let size = match rustix::fs::getxattr_query(mountpoint, key) {
             Ok(n) => n,
             Err(rustix::io::Errno::NODATA) | Err(rustix::io::Errno::NOTSUP) => {
                 return Err(not_ours());
