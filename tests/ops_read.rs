@@ -488,3 +488,31 @@ fn default_workdir_never_shows_in_the_merged_view() {
         );
     });
 }
+
+#[test]
+fn symlinked_directories_and_dotdot_resolve_in_the_view() {
+    both_backends(|b| {
+        let st = Stack::new();
+        st.lower(1).file("real/bottom", "b");
+        st.lower(0).file("real/top", "t");
+        st.lower(0).symlink("alias", "real");
+        st.upper()
+            .symlink("abs_escape", "/nonexistent-unionfs-target");
+        let m = st.mount(b);
+        // Through a symlink to a merged directory the merge still applies.
+        assert_eq!(names(&m.path("alias")).unwrap(), ["bottom", "top"]);
+        assert_eq!(read_string(&m.path("alias/bottom")).unwrap(), "b");
+        assert_eq!(read_string(&m.path("real/../real/top")).unwrap(), "t");
+        let up = fs::metadata(m.path("real/..")).unwrap().ino();
+        assert_eq!(
+            up,
+            fs::metadata(m.root()).unwrap().ino(),
+            "'..' of a subdirectory"
+        );
+        expect_errno(
+            fs::metadata(m.path("abs_escape")),
+            libc::ENOENT,
+            "absolute symlink",
+        );
+    });
+}

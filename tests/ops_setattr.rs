@@ -273,3 +273,29 @@ fn ctime_changes_on_chmod_and_on_fchmod_of_an_old_fd() {
         assert_eq!(st.upper().read("g"), b"y");
     });
 }
+
+#[test]
+fn utimens_and_chown_of_a_lower_directory() {
+    both_backends(|b| {
+        let st = Stack::new();
+        st.lower(1).file("d/x", "x");
+        st.lower(0).dir("d").times("d", OLD, OLD);
+        let m = st.mount(b);
+        sys::utimens(
+            &m.path("d"),
+            sys::ts(OLD + 5, 0),
+            sys::ts(OLD + 6, 0),
+            false,
+        )
+        .unwrap();
+        std::os::unix::fs::chown(m.path("d"), Some(9), Some(9)).unwrap();
+        assert_eq!(times(&m.path("d")), ((OLD + 5, 0), (OLD + 6, 0)));
+        let up = st.upper().stat("d");
+        assert_eq!((up.uid(), mtime(&up)), (9, (OLD + 6, 0)), "upper copy");
+        assert_eq!(names(&m.path("d")).unwrap(), ["x"]);
+        // Truncating a directory is EISDIR, on any layer.
+        let r = fs::OpenOptions::new().write(true).open(m.path("d"));
+        expect_errno(r, libc::EISDIR, "open dir for writing");
+        attr(&m.path("d")).unwrap()
+    });
+}

@@ -516,3 +516,79 @@ fn opening_directories_and_specials() {
         res
     });
 }
+
+#[test]
+fn only_opens_for_writing_copy_up() {
+    both_backends(|b| {
+        let st = Stack::new();
+        for n in ["rdonly", "creat_rdonly", "rdwr", "wronly"] {
+            st.lower(0).file(n, "lower");
+        }
+        let m = st.mount(b);
+        let open = |n: &str, o: &mut OpenOptions| o.open(m.path(n)).map(drop);
+        open("rdonly", OpenOptions::new().read(true)).unwrap();
+        // O_CREAT on an existing file opens it; read-only, it must not copy up.
+        open(
+            "creat_rdonly",
+            OpenOptions::new().read(true).custom_flags(libc::O_CREAT),
+        )
+        .unwrap();
+        // Opening for writing copies up at open, even if nothing is written.
+        open("rdwr", OpenOptions::new().read(true).write(true)).unwrap();
+        open("wronly", OpenOptions::new().write(true)).unwrap();
+        let copied: Vec<String> = st.upper().names("");
+        assert_eq!(copied, ["rdwr", "wronly"]);
+        assert_eq!(st.upper().read("rdwr"), b"lower");
+        copied
+    });
+}
+
+/// A buffer aligned for O_DIRECT.
+struct Aligned(*mut u8, std::alloc::Layout);
+
+impl Aligned {
+    fn new(len: usize, fill: u8) -> Aligned {
+        let layout = std::alloc::Layout::from_size_align(len, 4096).unwrap();
+        // SAFETY: non-zero size; freed in Drop with the same layout.
+        let p = unsafe { std::alloc::alloc(layout) };
+        assert!(!p.is_null());
+        // SAFETY: p points to len writable bytes.
+        unsafe { std::ptr::write_bytes(p, fill, len) };
+        Aligned(p, layout)
+    }
+
+    fn slice(&mut self) -> &mut [u8] {
+        // SAFETY: the allocation is live and exactly this long.
+        unsafe { std::slice::from_raw_parts_mut(self.0, self.1.size()) }
+    }
+}
+
+impl Drop for Aligned {
+    fn drop(&mut self) {
+        // SAFETY: allocated in new with this layout.
+        unsafe { std::alloc::dealloc(self.0, self.1) };
+    }
+}
+
+#[test]
+fn o_direct_reads_and_writes() {
+    both_backends(|b| {
+        let st = Stack::new();
+        st.lower(0).file("d", vec![b'l'; 8192]);
+        let m = st.mount(b);
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(m.path("d"))
+            .unwrap();
+        let mut w = Aligned::new(4096, b'D');
+        f.write_all_at(w.slice(), 4096).unwrap();
+        let mut r = Aligned::new(8192, 0);
+        f.read_exact_at(r.slice(), 0).unwrap();
+        assert!(r.slice()[..4096].iter().all(|c| *c == b'l'));
+        assert!(r.slice()[4096..].iter().all(|c| *c == b'D'));
+        drop(f);
+        assert_eq!(&st.upper().read("d")[4096..4100], b"DDDD");
+    });
+}

@@ -247,3 +247,30 @@ fn unprivileged_xattr_permissions() {
         res
     });
 }
+
+#[test]
+fn xattrs_on_symlinks_and_directories() {
+    both_backends(|b| {
+        let st = Stack::new();
+        st.lower(0).file("target", "t");
+        st.lower(0).symlink("link", "target");
+        st.lower(0).file("dir/child", "c");
+        let m = st.mount(b);
+        let res = vec![
+            // user.* is not allowed on symlinks (and must not follow to the target).
+            errno(&sys::lsetxattr(&m.path("link"), "user.x", b"1", 0)),
+            errno(&sys::lsetxattr(&m.path("link"), "trusted.x", b"1", 0)),
+            errno(&sys::lsetxattr(&m.path("dir"), "user.x", b"1", 0)),
+        ];
+        assert_eq!(res, [libc::EPERM, 0, 0]);
+        assert_eq!(
+            sys::llistxattr(&m.path("target")).unwrap(),
+            Vec::<String>::new()
+        );
+        assert_eq!(sys::llistxattr(&m.path("link")).unwrap(), ["trusted.x"]);
+        assert_eq!(st.upper().entry("link"), Entry::Symlink("target".into()));
+        assert!(!st.upper().exists("target"), "followed the symlink");
+        assert_eq!(names(&m.path("dir")).unwrap(), ["child"]);
+        res
+    });
+}
