@@ -98,10 +98,10 @@ fn ofd_locks_conflict_between_open_files() {
             res.push(errno(&sys::fcntl_lock(&c, libc::F_OFD_SETLK, wr, 10, 10)));
             let probe = sys::fcntl_lock(&c, libc::F_OFD_GETLK, wr, 0, 1).unwrap();
             res.push(probe.l_type as i32);
-            sys::fcntl_lock(&a, libc::F_OFD_SETLK, libc::F_UNLCK as i32, 0, 0).unwrap();
+            sys::fcntl_lock(&a, libc::F_OFD_SETLK, libc::F_UNLCK, 0, 0).unwrap();
             res.push(errno(&sys::fcntl_lock(&c, libc::F_OFD_SETLK, wr, 0, 10)));
         }
-        let one = [0, libc::EAGAIN, 0, libc::F_WRLCK as i32, 0];
+        let one = [0, libc::EAGAIN, 0, libc::F_WRLCK, 0];
         assert_eq!(res, one.repeat(3));
         res
     });
@@ -149,10 +149,10 @@ fn posix_record_locks_across_processes() {
             let own = sys::fcntl_lock(&f, libc::F_GETLK, libc::F_WRLCK, 0, 50).unwrap();
             res.push(own.l_type as i32);
             res.push(child_probe(&f));
-            sys::fcntl_lock(&f, libc::F_SETLK, libc::F_UNLCK as i32, 0, 0).unwrap();
+            sys::fcntl_lock(&f, libc::F_SETLK, libc::F_UNLCK, 0, 0).unwrap();
             res.push(child_probe(&f));
         }
-        let (wr, un) = (libc::F_WRLCK as i32, libc::F_UNLCK as i32);
+        let (wr, un) = (libc::F_WRLCK, libc::F_UNLCK);
         assert_eq!(res, [un, wr, un].repeat(3));
         res
     });
