@@ -8,13 +8,15 @@
 # Needs root (kernel overlayfs mounts, whiteout device nodes, drop_caches).
 #
 # usage: scripts/bench.sh [--full] [--reps N] [--only W1,W2] [--systems S1,S2] [--warm]
-#                         [--keep-data] [--no-build] [--out DIR]
+#                         [--tmpfs] [--keep-data] [--no-build] [--out DIR]
 #   --full       the sizes of the issue's table (100k files, 1 GiB, 500 layers; ~30+ minutes);
 #                the default is about 5x smaller and takes a few minutes
 #   --reps N     repetitions (default 3, 5 with --full)
 #   --only       workloads to run (ids below), --systems a subset of native,kovl,fovl,urs
 #   --warm       never drop the page cache (by default it is dropped before the cold workloads,
 #                as the issue's reference figures were taken)
+#   --tmpfs      datasets and uppers on tmpfs instead of the disk's filesystem: takes the disk
+#                (and its noise) out, leaving the CPU cost of each system; for profiling
 #   --keep-data  keep the datasets in /tmp/bench-data for the next run (reused when present)
 #   --no-build   use the existing target/release/unionfs-rs
 #   --out DIR    results directory (default target/bench): raw.tsv, table.md, chart.png
@@ -30,7 +32,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DATA_ROOT=/tmp/bench-data
 RUN=/tmp/bench-run
 OUT=$ROOT/target/bench
-FULL=0 REPS= ONLY= SYSTEMS=native,kovl,fovl,urs WARM=0 KEEP=0 BUILD=1
+FULL=0 REPS= ONLY= SYSTEMS=native,kovl,fovl,urs WARM=0 KEEP=0 BUILD=1 TMPFS=0
 
 die() { echo "bench.sh: $*" >&2; exit 1; }
 log() { echo "[$(date +%T)] $*" >&2; }
@@ -42,6 +44,7 @@ while [ $# -gt 0 ]; do
         --only) ONLY=$2; shift ;;
         --systems) SYSTEMS=$2; shift ;;
         --warm) WARM=1 ;;
+        --tmpfs) TMPFS=1 ;;
         --keep-data) KEEP=1 ;;
         --no-build) BUILD=0 ;;
         --out) OUT=$2; shift ;;
@@ -103,13 +106,22 @@ cleanup() {
     for m in $(awk -v run="$RUN/" 'index($5, run) == 1 { print $5 }' /proc/self/mountinfo | sort -r); do
         umount "$m" 2>/dev/null || fusermount3 -u -z "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
     done
+    if mountpoint -q "$RUN"; then umount "$RUN" 2>/dev/null || umount -l "$RUN"; fi
     rm -rf "$RUN"
-    if [ "$KEEP" = 0 ]; then rm -rf "$DATA_ROOT"; fi
+    if [ "$KEEP" = 0 ] || [ "$TMPFS" = 1 ]; then
+        if mountpoint -q "$DATA_ROOT"; then umount "$DATA_ROOT" 2>/dev/null || umount -l "$DATA_ROOT"; fi
+        rm -rf "$DATA_ROOT"
+    fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 cleanup
 mkdir -p "$RUN" "$OUT"
+if [ "$TMPFS" = 1 ]; then
+    mkdir -p "$DATA_ROOT"
+    mount -t tmpfs -o size=75% bench-data "$DATA_ROOT"
+    mount -t tmpfs -o size=75% bench-run "$RUN"
+fi
 
 # ---------------------------------------------------------------------------------------------
 # Datasets, generated once (see scripts/bench-gen.py for their shape).
@@ -336,7 +348,7 @@ run_deep() {
     echo "cpu: $(nproc) x $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)"
     echo "memory: $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)"
     echo "kernel: $(uname -r)"
-    echo "filesystem: $(findmnt -n -o FSTYPE,OPTIONS --target /tmp)"
+    echo "filesystem: $(findmnt -n -o FSTYPE,OPTIONS --target "$RUN")"
     echo "fuse-overlayfs: $(fuse-overlayfs --version 2>&1 | grep -m1 '^fuse-overlayfs' || echo missing)"
     echo "unionfs-rs: $(cd "$ROOT" && git describe --always --dirty 2>/dev/null) ${URS_OPTS:-}"
 } >"$OUT/machine.txt"
