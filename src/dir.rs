@@ -267,7 +267,27 @@ impl Union {
         };
         self.index
             .insert(parent.ino, name, Cached::Present(found.clone()));
-        self.instantiate(parent, name, &found)
+        // Not `instantiate`: a live node with this number is stale (see `insert_fresh`), and
+        // reusing it would stat and open the old object's path.
+        let ino = self.mapper.map(found.identity.0, found.identity.1);
+        let node = self.nodes.insert_fresh(ino, || {
+            Node::new(
+                ino,
+                kind,
+                Some(Alias {
+                    parent: parent.clone(),
+                    name: name.to_os_string(),
+                }),
+                found.placement.clone(),
+            )
+        });
+        match self.stat_node(&node) {
+            Ok(st) => Ok((node, st)),
+            Err(e) => {
+                self.nodes.forget(ino, 1);
+                Err(e)
+            }
+        }
     }
 
     /// `link(2)`: the object is copied up, then linked inside the upper.

@@ -275,6 +275,31 @@ impl NodeTable {
         node
     }
 
+    /// Inserts the node for an object the caller has just created (create, mkdir, mknod,
+    /// symlink), with one lookup counted. A node already holding `ino` is stale whatever its
+    /// aliases say: the filesystem only hands out a number that is free, so that node's object
+    /// is gone, but the thread that removed it may not have dropped its alias yet (removal and
+    /// alias update are two steps, and another directory's create can land in between). It is
+    /// replaced under a new generation, its lookups carried over as in `get_or_insert`.
+    pub fn insert_fresh(&self, ino: Ino, make: impl FnOnce() -> Node) -> Arc<Node> {
+        use dashmap::mapref::entry::Entry;
+        let mut fresh = make();
+        let node = match self.nodes.entry(ino) {
+            Entry::Vacant(slot) => slot.insert(Arc::new(fresh)).clone(),
+            Entry::Occupied(mut slot) => {
+                let old = slot.get();
+                fresh.generation = old.generation.wrapping_add(1);
+                fresh
+                    .lookups
+                    .store(old.lookups.load(Ordering::Acquire), Ordering::Release);
+                slot.insert(Arc::new(fresh));
+                slot.get().clone()
+            }
+        };
+        node.add_lookup(1);
+        node
+    }
+
     /// The kernel dropped `n` references; the node goes when it has none left.
     pub fn forget(&self, ino: Ino, n: u64) {
         if ino == ROOT_INO {
@@ -406,6 +431,22 @@ mod tests {
         );
         let again = table.get_or_insert(42, || dir_node(42, Some(&root)));
         assert!(Arc::ptr_eq(&fresh, &again), "a live node is kept");
+    }
+
+    #[test]
+    fn a_created_object_replaces_a_node_that_still_has_an_alias() {
+        let table = NodeTable::default();
+        let root = table.get_or_insert(ROOT_INO, || dir_node(ROOT_INO, None));
+        // The removal of the old object has not dropped its alias yet.
+        let old = table.get_or_insert(42, || dir_node(42, Some(&root)));
+        let fresh = table.insert_fresh(42, || dir_node(42, Some(&root)));
+        assert!(!Arc::ptr_eq(&old, &fresh));
+        assert_eq!(fresh.generation, old.generation + 1);
+        assert_eq!(
+            fresh.lookups.load(Ordering::Acquire),
+            2,
+            "lookups carry over"
+        );
     }
 
     #[test]
