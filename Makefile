@@ -24,7 +24,7 @@ deps:
 # reference, then unionfs-rs), rootless mounts, CLI tests. Root runs all of them; a normal
 # user runs the rest and sees SKIP lines for those needing root.
 test: deps
-	cargo test --workspace
+	cargo test --workspace --no-fail-fast
 
 lint:
 	@$(LIB) ul_ensure_rust
