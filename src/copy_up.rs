@@ -62,6 +62,11 @@ impl Union {
         let src_layer = node.layer();
         let (src_dir, name) = self.parent_dir_in(node, src_layer)?;
         let stat = sys::stat_at(src_dir.as_fd(), &name)?;
+        // The layer changed under the mount (a directory swapped for a symlink, say): copying
+        // what is there now would put another object, of another kind, under this node.
+        if Kind::from_mode(stat.st_mode) != node.kind {
+            return Err(Errno::STALE);
+        }
         let src = Source {
             dir: src_dir.as_fd(),
             name: &name,
