@@ -10,6 +10,7 @@
 
 pub mod copy;
 pub mod xattr;
+mod xattrat;
 
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};

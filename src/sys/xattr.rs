@@ -1,10 +1,14 @@
 //! Extended attributes of one name inside a directory fd, never following a symlink.
 //!
-//! Linux has no `fgetxattrat` before 6.13, and `fgetxattr` refuses `O_PATH` fds, so a name is
-//! reached as `/proc/self/fd/<dirfd>/<name>` with the `l*xattr` calls: the kernel resolves the
-//! magic link to the directory we already hold, and the `l` variants do not follow `name`.
-//! An empty `name` means the directory itself: then the magic link itself must be followed
-//! (it is our own fd, so following it cannot leave the layer).
+//! On Linux 6.13+ the `*xattrat` calls do this in one syscall (see `xattrat`). Before that,
+//! `fgetxattr` refuses `O_PATH` fds, so a name is reached as `/proc/self/fd/<dirfd>/<name>`
+//! with the `l*xattr` calls: the kernel resolves the magic link to the directory we already
+//! hold, and the `l` variants do not follow `name`. An empty `name` means the directory itself:
+//! then the magic link itself must be followed (it is our own fd, so following it cannot leave
+//! the layer).
+//!
+//! Values are read into a small buffer first and sized with a second call only when they do
+//! not fit: most xattrs are a few bytes, and a miss (ENODATA) costs one call.
 
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -45,8 +49,38 @@ fn read_into(path: &OsStr, key: &OsStr, buf: &mut [u8], follow: bool) -> SysResu
     }
 }
 
-/// Reads a whole value, growing the buffer if it changes size between the two calls.
+/// First guess at a value's size.
+const SMALL_VALUE: usize = 256;
+
+/// Reads a whole value, growing the buffer if it changes size between the calls.
 pub fn get(dir: BorrowedFd<'_>, name: &OsStr, key: &OsStr) -> SysResult<Vec<u8>> {
+    if super::xattrat::available() {
+        match get_at(dir, name, key) {
+            Err(Errno::NOSYS) => {}
+            other => return other,
+        }
+    }
+    get_proc(dir, name, key)
+}
+
+fn get_at(dir: BorrowedFd<'_>, name: &OsStr, key: &OsStr) -> SysResult<Vec<u8>> {
+    let mut buf = vec![0u8; SMALL_VALUE];
+    loop {
+        match super::xattrat::get(dir, name, key, &mut buf) {
+            Ok(n) => {
+                buf.truncate(n);
+                return Ok(buf);
+            }
+            Err(Errno::RANGE) => {
+                let size = super::xattrat::get(dir, name, key, &mut [])?;
+                buf = vec![0u8; size.max(1)];
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn get_proc(dir: BorrowedFd<'_>, name: &OsStr, key: &OsStr) -> SysResult<Vec<u8>> {
     let path = proc_path(dir, name);
     loop {
         let size = query(&path, key, follows(name))?;
@@ -78,6 +112,12 @@ pub fn set(
     value: &[u8],
     flags: XattrFlags,
 ) -> SysResult<()> {
+    if super::xattrat::available() {
+        match super::xattrat::set(dir, name, key, value, flags.bits()) {
+            Err(Errno::NOSYS) => {}
+            other => return other,
+        }
+    }
     let path = proc_path(dir, name);
     if follows(name) {
         rustix::fs::setxattr(path, key, value, flags)
@@ -87,6 +127,12 @@ pub fn set(
 }
 
 pub fn remove(dir: BorrowedFd<'_>, name: &OsStr, key: &OsStr) -> SysResult<()> {
+    if super::xattrat::available() {
+        match super::xattrat::remove(dir, name, key) {
+            Err(Errno::NOSYS) => {}
+            other => return other,
+        }
+    }
     let path = proc_path(dir, name);
     if follows(name) {
         rustix::fs::removexattr(path, key)
@@ -97,6 +143,12 @@ pub fn remove(dir: BorrowedFd<'_>, name: &OsStr, key: &OsStr) -> SysResult<()> {
 
 /// All attribute names of one entry.
 pub fn list(dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<Vec<OsString>> {
+    if super::xattrat::available() {
+        match list_at(dir, name) {
+            Err(Errno::NOSYS) => {}
+            other => return other,
+        }
+    }
     let path = proc_path(dir, name);
     loop {
         let size = match if follows(name) {
@@ -117,6 +169,21 @@ pub fn list(dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<Vec<OsString>> {
         match listed {
             Ok(n) => return Ok(split_names(&buf[..n])),
             Err(Errno::RANGE) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn list_at(dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<Vec<OsString>> {
+    let mut buf = vec![0u8; SMALL_VALUE];
+    loop {
+        match super::xattrat::list(dir, name, &mut buf) {
+            Ok(n) => return Ok(split_names(&buf[..n])),
+            Err(Errno::RANGE) => {
+                let size = super::xattrat::list(dir, name, &mut [])?;
+                buf = vec![0u8; size.max(1)];
+            }
+            Err(Errno::NOTSUP) => return Ok(Vec::new()),
             Err(e) => return Err(e),
         }
     }
