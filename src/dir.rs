@@ -414,7 +414,9 @@ impl Union {
         let work = self.stack.work()?;
         let tmp = work.temp_name();
         let wfd = work.fd.as_fd();
-        if self.stack.format.chardev_whiteouts {
+        // A name too long for `.wh.<name>` gets the char-device form, as in `whiteout`.
+        let oci_fits = whiteout::oci_whiteout_name(name.as_bytes()).is_some();
+        if self.stack.format.chardev_whiteouts || !oci_fits {
             sys::mknod_whiteout(wfd, &tmp)?;
             if let Err(e) = sys::rename_at(wfd, &tmp, dir, name, sys::RenameFlags::EXCHANGE) {
                 let _ = sys::unlink_at(wfd, &tmp);

@@ -180,7 +180,9 @@ impl Union {
         dd: BorrowedFd<'_>,
         new_name: &OsStr,
     ) -> SysResult<()> {
-        if self.stack.format.chardev_whiteouts {
+        // A name too long for `.wh.<name>` gets the char-device form, as in `whiteout`.
+        let oci_fits = whiteout::oci_whiteout_name(name.as_bytes()).is_some();
+        if self.stack.format.chardev_whiteouts || !oci_fits {
             match sys::rename_at(sd, name, dd, new_name, RenameFlags::WHITEOUT) {
                 Err(Errno::INVAL) | Err(Errno::PERM) => {}
                 other => return other,

@@ -164,7 +164,10 @@ pub fn create_whiteout(dir: BorrowedFd<'_>, name: &OsStr, format: &WriteFormat) 
     if format.chardev_whiteouts {
         return sys::mknod_whiteout(dir, name);
     }
-    let wh = oci_whiteout_name(name.as_bytes()).ok_or(Errno::NAMETOOLONG)?;
+    let Some(wh) = oci_whiteout_name(name.as_bytes()) else {
+        // `.wh.` plus a name near NAME_MAX does not fit: the kernel's form is the one left.
+        return sys::mknod_whiteout(dir, name);
+    };
     let fd = sys::open_at(
         dir,
         &wh,
@@ -184,7 +187,8 @@ pub fn replace_with_whiteout(
     work: &WorkDir,
     format: &WriteFormat,
 ) -> SysResult<()> {
-    if format.chardev_whiteouts {
+    // A name too long for `.wh.<name>` gets the char-device form (see `create_whiteout`).
+    if format.chardev_whiteouts || oci_whiteout_name(name.as_bytes()).is_none() {
         let tmp = work.temp_name();
         sys::mknod_whiteout(sys::fd(&work.fd), &tmp)?;
         if let Err(e) = sys::rename_at(
