@@ -475,7 +475,7 @@ fn make_object(
     match what {
         NewObject::File { mode, flags } => {
             let extra = OFlags::from_bits_retain(
-                (flags & (libc::O_DIRECT | libc::O_SYNC | libc::O_DSYNC)) as u32,
+                (flags & (libc::O_SYNC | libc::O_DSYNC)) as u32, // O_DIRECT: see handles
             );
             let fd = sys::open_at(
                 dir,

@@ -97,14 +97,11 @@ impl Handles {
     }
 }
 
-/// Open flags the real file is opened with; creation flags were handled before.
+/// Open flags the real file is opened with; creation flags were handled before. O_DIRECT stays
+/// out: the kernel already bypasses the page cache on the FUSE side for such opens, and the
+/// daemon's own buffers are not aligned as O_DIRECT on the real file would demand (EINVAL).
 fn real_open_flags(flags: i32) -> OFlags {
-    let keep = libc::O_ACCMODE
-        | libc::O_NONBLOCK
-        | libc::O_DIRECT
-        | libc::O_SYNC
-        | libc::O_DSYNC
-        | libc::O_NOATIME;
+    let keep = libc::O_ACCMODE | libc::O_NONBLOCK | libc::O_SYNC | libc::O_DSYNC | libc::O_NOATIME;
     OFlags::from_bits_retain((flags & keep) as u32)
 }
 
