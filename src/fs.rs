@@ -40,6 +40,9 @@ pub struct UnionFs {
     union: Arc<Union>,
     ttl: Duration,
     writeback: bool,
+    /// Let the kernel enforce POSIX ACLs (it reads them through getxattr); needs
+    /// default_permissions, and `noacl` turns it off.
+    posix_acl: bool,
 }
 
 impl UnionFs {
@@ -49,6 +52,7 @@ impl UnionFs {
             union: Arc::new(union),
             ttl: config.fs.timeout,
             writeback: config.fuse.writeback,
+            posix_acl: config.fs.posix_acl && config.fs.xattrs && config.fuse.default_permissions,
         })
     }
 
@@ -111,7 +115,16 @@ fn reply_xattr(reply: ReplyXattr, size: u32, result: SysResult<Vec<u8>>) {
 impl Filesystem for UnionFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let _ = config.set_max_write(MAX_WRITE);
-        let mut wanted = InitFlags::FUSE_ATOMIC_O_TRUNC | InitFlags::FUSE_PARALLEL_DIROPS;
+        // readdirplus: a listing carries every entry's attributes, so a walk that stats what it
+        // lists (find, ls -l, du) needs no LOOKUP per entry; AUTO lets the kernel fall back to
+        // plain readdir for listings whose entries nobody looks at (ls -f).
+        let mut wanted = InitFlags::FUSE_ATOMIC_O_TRUNC
+            | InitFlags::FUSE_PARALLEL_DIROPS
+            | InitFlags::FUSE_DO_READDIRPLUS
+            | InitFlags::FUSE_READDIRPLUS_AUTO;
+        if self.posix_acl {
+            wanted |= InitFlags::FUSE_POSIX_ACL;
+        }
         if self.writeback {
             wanted |= InitFlags::FUSE_WRITEBACK_CACHE;
         }
@@ -392,9 +405,9 @@ impl Filesystem for UnionFs {
             Ok(e) => e,
             Err(e) => return reply.error(errno(e)),
         };
-        for (next, entry) in entries.iter() {
+        for (next, entry) in entries {
             let ino = if entry.name == "." { ino.0 } else { entry.ino };
-            if reply.add(INodeNo(ino), *next, file_type(entry.kind), &entry.name) {
+            if reply.add(INodeNo(ino), next, file_type(entry.kind), &entry.name) {
                 break;
             }
         }
@@ -409,29 +422,36 @@ impl Filesystem for UnionFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let result = self.union.dir_entries_plus(fh.0, offset);
-        let entries = match result {
-            Ok(e) => e,
+        let (dir, entries) = match self
+            .union
+            .handles
+            .dir(fh.0)
+            .and_then(|d| Ok((d.node.clone(), self.union.dir_entries(fh.0, offset)?)))
+        {
+            Ok(found) => found,
             Err(e) => return reply.error(errno(e)),
         };
-        let mut sent = 0;
-        for (next, entry, node, st) in entries.iter() {
-            if reply.add(
+        // Looked up one at a time, as the reply takes them: the kernel's buffer holds a few
+        // dozen entries, and looking up the rest of a big directory on every call was quadratic.
+        for (next, entry) in entries {
+            // An entry that vanished since the listing was taken is simply left out.
+            let Ok((node, st)) = self.union.entry_plus(&dir, &entry) else {
+                continue;
+            };
+            let full = reply.add(
                 INodeNo(node.ino),
-                *next,
+                next,
                 &entry.name,
                 &self.ttl,
-                &self.union.attr_of(node, st),
+                &self.union.attr_of(&node, &st),
                 Generation(node.generation),
-            ) {
+            );
+            if full {
+                // Counted as a lookup, but it never reached the kernel.
+                if entry.name != "." && entry.name != ".." {
+                    self.union.nodes.forget(node.ino, 1);
+                }
                 break;
-            }
-            sent += 1;
-        }
-        // Entries that did not fit were counted as lookups but never reached the kernel.
-        for (_, entry, node, _) in entries.iter().skip(sent) {
-            if entry.name != "." && entry.name != ".." {
-                self.union.nodes.forget(node.ino, 1);
             }
         }
         reply.ok();

@@ -25,11 +25,22 @@ impl Union {
         }
     }
 
+    /// `noacl`: ACL attributes are refused like any unsupported xattr.
+    fn check_acl_enabled(&self, key: &OsStr) -> SysResult<()> {
+        let is_acl = key.as_bytes().starts_with(b"system.posix_acl_");
+        if is_acl && !self.opts.posix_acl {
+            Err(Errno::NOTSUP)
+        } else {
+            Ok(())
+        }
+    }
+
     pub fn getxattr(&self, node: &Node, key: &OsStr) -> SysResult<Vec<u8>> {
         if let Some(report) = crate::stats::root_xattr(self, node, key) {
             return Ok(report); // the metrics view, served even with xattrs off
         }
         self.check_xattrs_enabled()?;
+        self.check_acl_enabled(key)?;
         if self.is_hidden_xattr(key.as_bytes()) {
             return Err(Errno::NODATA);
         }
@@ -84,6 +95,7 @@ impl Union {
     }
 
     fn check_xattr_write(&self, key: &OsStr) -> SysResult<()> {
+        self.check_acl_enabled(key)?;
         if self.read_only() {
             return Err(Errno::ROFS);
         }
