@@ -21,7 +21,7 @@
 //! seed (default: from the clock); each case runs from its own seed, which a failure prints
 //! together with the shrunk layer trees and operation sequence, so
 //! `DIFFTEST_SEED=<seed> DIFFTEST_CASES=1 cargo test --test difftest` replays it.
-//! `scripts/difftest.sh` runs many cases.
+//! `scripts/difftest.sh` runs many cases; `UNIONFS_BIN` names another daemon binary.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{CString, OsStr};
@@ -40,6 +40,12 @@ use proptest::test_runner::{
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_unionfs-rs");
+
+/// The daemon: `UNIONFS_BIN` when set (scripts/difftest.sh runs a copy, so a rebuild during
+/// a long run does not pull the binary away), else the one cargo built.
+fn bin() -> String {
+    std::env::var("UNIONFS_BIN").unwrap_or_else(|_| BIN.to_string())
+}
 
 /// Top-level names; the last one is never in a layer (only created by operations).
 const TOP: [&str; 5] = ["a", "b", "c", "d", "n"];
@@ -835,7 +841,7 @@ struct FuseMount {
 impl FuseMount {
     fn new(lowers: &[PathBuf], upper: &Path, work: &Path, merged: &Path) -> Result<Self, String> {
         let lowers: Vec<String> = lowers.iter().map(|l| l.display().to_string()).collect();
-        let child = Command::new(BIN)
+        let child = Command::new(bin())
             .arg("-f")
             .arg(lowers.join(":"))
             .arg(upper)
@@ -846,7 +852,7 @@ impl FuseMount {
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
-            .map_err(|e| format!("spawn {BIN}: {e}"))?;
+            .map_err(|e| format!("spawn {}: {e}", bin()))?;
         let mut m = FuseMount {
             merged: merged.to_path_buf(),
             child: Some(child),
