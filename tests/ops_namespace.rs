@@ -639,3 +639,48 @@ fn unprivileged_namespace_permissions() {
         res
     });
 }
+
+#[test]
+fn racing_creates_and_unlinks_have_one_winner() {
+    both_backends(|b| {
+        let st = Stack::new();
+        for i in 0..20 {
+            st.lower(0).file(&format!("victim{i}"), "v");
+        }
+        let m = st.mount(b);
+        let threads = 4;
+        let barrier = std::sync::Barrier::new(threads);
+        let results = std::sync::Mutex::new(Vec::new());
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                s.spawn(|| {
+                    barrier.wait();
+                    for i in 0..20 {
+                        let c = fs::OpenOptions::new()
+                            .write(true)
+                            .create_new(true)
+                            .open(m.path(&format!("new{i}")));
+                        let u = fs::remove_file(m.path(&format!("victim{i}")));
+                        let d = fs::create_dir(m.path(&format!("dir{i}")));
+                        results
+                            .lock()
+                            .unwrap()
+                            .push((i as i32, errno(&c), errno(&u), errno(&d)));
+                    }
+                });
+            }
+        });
+        let results = results.into_inner().unwrap();
+        for i in 0..20 {
+            let mine: Vec<_> = results.iter().filter(|r| r.0 == i as i32).collect();
+            let wins = |pick: fn(&&(i32, i32, i32, i32)) -> i32| {
+                mine.iter().filter(|r| pick(r) == 0).count()
+            };
+            assert_eq!(wins(|r| r.1), 1, "create_new new{i}: {mine:?}");
+            assert_eq!(wins(|r| r.2), 1, "unlink victim{i}: {mine:?}");
+            assert_eq!(wins(|r| r.3), 1, "mkdir dir{i}: {mine:?}");
+            assert!(st.upper().is_whiteout(&format!("victim{i}")));
+        }
+        names(m.root()).unwrap().len()
+    });
+}

@@ -299,3 +299,69 @@ fn utimens_and_chown_of_a_lower_directory() {
         attr(&m.path("d")).unwrap()
     });
 }
+
+#[test]
+fn metadata_copy_up_keeps_times_and_special_files() {
+    both_backends(|b| {
+        let st = Stack::new();
+        st.lower(0).file("f", "x").times("f", OLD, OLD + 1);
+        st.lower(0).fifo("fifo").times("fifo", OLD, OLD + 2);
+        st.lower(0).symlink("s", "f");
+        let m = st.mount(b);
+        chmod(&m.path("f"), 0o600).unwrap();
+        chmod(&m.path("fifo"), 0o600).unwrap();
+        // A metadata-only change keeps the data times of the copy.
+        assert_eq!(times(&m.path("f")), ((OLD, 0), (OLD + 1, 0)));
+        assert_eq!(times(&m.path("fifo")).1, (OLD + 2, 0));
+        assert_eq!(
+            kind_of(&st.upper().stat("fifo")),
+            "fifo",
+            "fifo copied up as a fifo"
+        );
+        assert_eq!(mtime(&st.upper().stat("f")), (OLD + 1, 0));
+        (attr(&m.path("f")).unwrap(), attr(&m.path("fifo")).unwrap())
+    });
+}
+
+/// A POSIX ACL in the kernel's xattr encoding: owner rw, `uid` r, group r, mask r, other none.
+fn acl_granting_read(uid: u32) -> Vec<u8> {
+    let mut v = 2u32.to_le_bytes().to_vec();
+    let entries: [(u16, u16, u32); 5] = [
+        (0x01, 6, u32::MAX),
+        (0x02, 4, uid),
+        (0x04, 4, u32::MAX),
+        (0x10, 4, u32::MAX),
+        (0x20, 0, u32::MAX),
+    ];
+    for (tag, perm, id) in entries {
+        v.extend_from_slice(&tag.to_le_bytes());
+        v.extend_from_slice(&perm.to_le_bytes());
+        v.extend_from_slice(&id.to_le_bytes());
+    }
+    v
+}
+
+#[test]
+fn posix_acls_apply_and_survive_copy_up() {
+    both_backends(|b| {
+        let st = Stack::new();
+        let user = test_user();
+        let acl = acl_granting_read(user.uid);
+        st.lower(0).file("f", "secret").chmod("f", 0o640);
+        st.lower(0).xattr("f", "system.posix_acl_access", &acl);
+        st.lower(0).file("g", "plain").chmod("g", 0o640);
+        let m = st.mount(b);
+        let (f, g) = (m.path("f"), m.path("g"));
+        let before = as_user(user, || (errno(&fs::read(&f)), errno(&fs::read(&g))));
+        // A copy-up (root writes) must keep the ACL.
+        fs::write(&f, "secret2").unwrap();
+        let after = as_user(user, || errno(&fs::read(&f)));
+        let stored = st.upper().get_xattr("f", "system.posix_acl_access");
+        assert_eq!(stored.as_deref(), Some(&acl[..]), "ACL in the upper copy");
+        let seen = sys::lgetxattr(&f, "system.posix_acl_access").ok();
+        assert_eq!(seen.as_deref(), Some(&acl[..]), "ACL through the mount");
+        assert_eq!(before, (0, libc::EACCES), "the ACL grants read on f only");
+        assert_eq!(after, 0, "ACL not applied after copy-up");
+        (before, after)
+    });
+}
