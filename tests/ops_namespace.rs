@@ -665,14 +665,14 @@ fn racing_creates_and_unlinks_have_one_winner() {
                         results
                             .lock()
                             .unwrap()
-                            .push((i as i32, errno(&c), errno(&u), errno(&d)));
+                            .push((i, errno(&c), errno(&u), errno(&d)));
                     }
                 });
             }
         });
         let results = results.into_inner().unwrap();
         for i in 0..20 {
-            let mine: Vec<_> = results.iter().filter(|r| r.0 == i as i32).collect();
+            let mine: Vec<_> = results.iter().filter(|r| r.0 == i).collect();
             let wins = |pick: fn(&&(i32, i32, i32, i32)) -> i32| {
                 mine.iter().filter(|r| pick(r) == 0).count()
             };
