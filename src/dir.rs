@@ -34,7 +34,7 @@ pub enum NewObject<'a> {
 
 /// The upper parent directory, ready for a new name.
 struct Target {
-    dir: OwnedFd,
+    dir: Arc<OwnedFd>,
     dir_stat: Stat,
     /// The upper holds a whiteout for the name (a 0/0 device or a `.wh.` file).
     whiteout: Option<WhiteoutKind>,
@@ -367,13 +367,16 @@ impl Union {
         let needs_whiteout = !self.stack.is_upper(found.placement.layer)
             || lookup::lower_has_name(
                 &self.stack,
-                &parent.rel_path()?,
+                &|l| self.dir_in(parent, l),
                 &parent.placement().dir_layers,
                 name,
             )?;
         self.remove_from_upper(dir.as_fd(), name, &found, needs_whiteout)?;
         self.index.insert(parent.ino, name, Cached::Absent);
         let ino = self.mapper.map(found.identity.0, found.identity.1);
+        if found.kind.is_dir() {
+            self.dir_fds.forget(ino, self.stack.all());
+        }
         if let Some(node) = self.nodes.try_get(ino) {
             node.remove_alias(parent.ino, name);
         }

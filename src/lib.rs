@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod copy_up;
 pub mod dir;
+pub mod dirfds;
 pub mod error;
 pub mod fs;
 pub mod handles;

@@ -10,7 +10,8 @@
 //! The result says where the object lives and what its identity is (see `inode`).
 
 use std::ffi::OsStr;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
 
 use crate::inode::{InoMapper, Kind, Placement};
 use crate::layers::{LayerIdx, LayerStack};
@@ -42,17 +43,21 @@ enum LayerAnswer {
     },
 }
 
-/// Resolves `name` in the directory at `parent_rel` whose merged layers are `parent_layers`.
+/// Opens the parent directory in one layer (the union answers from its fd cache).
+pub type DirOf<'a> = &'a dyn Fn(LayerIdx) -> SysResult<Arc<OwnedFd>>;
+
+/// Resolves `name` in the directory whose merged layers are `parent_layers`; `dir_of` opens
+/// that directory in a layer.
 pub fn resolve(
     stack: &LayerStack,
-    parent_rel: &[u8],
+    dir_of: DirOf<'_>,
     parent_layers: &[LayerIdx],
     name: &OsStr,
 ) -> SysResult<Option<Resolved>> {
     let mut found: Option<Resolved> = None;
     for (pos, &layer) in parent_layers.iter().enumerate() {
         let is_last = pos + 1 == parent_layers.len();
-        let answer = ask_layer(stack, layer, parent_rel, name, is_last)?;
+        let answer = ask_layer(stack, layer, dir_of, name, is_last)?;
         let (stat, hides_below, origin) = match answer {
             LayerAnswer::Absent => continue,
             LayerAnswer::WhitedOut => break,
@@ -105,11 +110,11 @@ pub fn resolve(
 fn ask_layer(
     stack: &LayerStack,
     layer: LayerIdx,
-    parent_rel: &[u8],
+    dir_of: DirOf<'_>,
     name: &OsStr,
     is_last: bool,
 ) -> SysResult<LayerAnswer> {
-    let dir = match sys::open_dir_path(stack.root(layer), parent_rel) {
+    let dir = match dir_of(layer) {
         Ok(fd) => fd,
         // The parent vanished from this layer (only possible if someone edits a layer
         // behind our back): treat as absent rather than failing the whole lookup.
@@ -163,7 +168,7 @@ fn oci_whiteout_exists(dir: std::os::fd::BorrowedFd<'_>, name: &OsStr) -> SysRes
 /// visible, which is when deleting it needs a whiteout.
 pub fn lower_has_name(
     stack: &LayerStack,
-    parent_rel: &[u8],
+    dir_of: DirOf<'_>,
     layers: &[LayerIdx],
     name: &OsStr,
 ) -> SysResult<bool> {
@@ -172,7 +177,7 @@ pub fn lower_has_name(
         .copied()
         .filter(|&l| !stack.is_upper(l))
         .collect();
-    Ok(resolve(stack, parent_rel, &lowers, name)?.is_some())
+    Ok(resolve(stack, dir_of, &lowers, name)?.is_some())
 }
 
 /// The identity recorded by copy-up on an upper object, if any.

@@ -50,11 +50,10 @@ impl Union {
     /// Builds the merged listing of a directory node.
     pub fn merged_listing(&self, dir: &Arc<Node>) -> SysResult<Vec<MergedEntry>> {
         let placement = dir.placement();
-        let rel = dir.rel_path()?;
         let mut merge = Merge::default();
         let mut impure = false;
         for &layer in &placement.dir_layers {
-            let fd = match sys::open_dir_read(self.stack.root(layer), &rel) {
+            let fd = match self.dir_for_listing(dir, layer) {
                 Ok(fd) => fd,
                 Err(Errno::NOENT) | Err(Errno::NOTDIR) => continue,
                 Err(e) => return Err(e),
@@ -172,14 +171,32 @@ impl Union {
 /// Offset the kernel passes back to continue after an entry (`.` is 1, `..` is 2).
 type NextOffset = u64;
 
+/// The entries of an open directory from some offset on, each with the offset that follows it.
+/// Lazy: a reply takes only as many as fit in the kernel's buffer, so reading a big directory
+/// in many calls clones (and for readdirplus looks up) each entry once, not once per call.
+pub struct DirEntries {
+    dots: [MergedEntry; 2],
+    listing: Arc<Vec<MergedEntry>>,
+    pos: usize,
+}
+
+impl Iterator for DirEntries {
+    type Item = (NextOffset, MergedEntry);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let entry = match self.pos {
+            i @ (0 | 1) => self.dots[i].clone(),
+            i => self.listing.get(i - 2)?.clone(),
+        };
+        self.pos += 1;
+        Some((self.pos as NextOffset, entry))
+    }
+}
+
 impl Union {
-    /// The entries of an open directory from `offset` on, each with the offset that follows it.
+    /// The entries of an open directory from `offset` on.
     /// Reading from offset 0 (a fresh start or `rewinddir`) takes a new snapshot of the listing.
-    pub fn dir_entries(
-        &self,
-        fh: crate::handles::Fh,
-        offset: u64,
-    ) -> SysResult<Vec<(NextOffset, MergedEntry)>> {
+    pub fn dir_entries(&self, fh: crate::handles::Fh, offset: u64) -> SysResult<DirEntries> {
         let dir = self.handles.dir(fh)?;
         let listing = {
             let mut current = dir.listing.lock();
@@ -205,42 +222,28 @@ impl Union {
                 ino: parent_ino,
             },
         ];
-        Ok(dots
-            .into_iter()
-            .chain(listing.iter().cloned())
-            .enumerate()
-            .map(|(i, e)| (i as u64 + 1, e))
-            .skip(offset as usize)
-            .collect())
+        let pos = usize::try_from(offset).unwrap_or(usize::MAX);
+        Ok(DirEntries { dots, listing, pos })
     }
 
-    /// Like `dir_entries`, with every entry looked up (one lookup counted each, except the
-    /// dots, as the kernel expects for readdirplus). Entries that vanished meanwhile are skipped.
-    #[allow(clippy::type_complexity)]
-    pub fn dir_entries_plus(
+    /// One entry of a readdirplus reply with its node and attributes: looked up like a name
+    /// (one lookup counted), except the dots, which the kernel does not count.
+    pub fn entry_plus(
         &self,
-        fh: crate::handles::Fh,
-        offset: u64,
-    ) -> SysResult<Vec<(NextOffset, MergedEntry, Arc<Node>, sys::Stat)>> {
-        let dir = self.handles.dir(fh)?.node.clone();
-        let mut out = Vec::new();
-        for (next, entry) in self.dir_entries(fh, offset)? {
-            let looked_up = if entry.name == "." {
-                self.stat_node(&dir).map(|st| (dir.clone(), st))
-            } else if entry.name == ".." {
-                let parent = dir
-                    .primary_alias()
-                    .map(|a| a.parent)
-                    .unwrap_or_else(|| dir.clone());
-                self.stat_node(&parent).map(|st| (parent, st))
-            } else {
-                self.lookup(&dir, &entry.name)
-            };
-            if let Ok((node, st)) = looked_up {
-                out.push((next, entry, node, st));
-            }
+        dir: &Arc<Node>,
+        entry: &MergedEntry,
+    ) -> SysResult<(Arc<Node>, sys::Stat)> {
+        if entry.name == "." {
+            self.stat_node(dir).map(|st| (dir.clone(), st))
+        } else if entry.name == ".." {
+            let parent = dir
+                .primary_alias()
+                .map(|a| a.parent)
+                .unwrap_or_else(|| dir.clone());
+            self.stat_node(&parent).map(|st| (parent, st))
+        } else {
+            self.lookup(dir, &entry.name)
         }
-        Ok(out)
     }
 }
 

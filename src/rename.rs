@@ -197,10 +197,9 @@ impl Union {
 
     /// Whether a lower (below the upper) still has the side's name visible.
     fn lower_has(&self, side: &Side<'_>) -> SysResult<bool> {
-        let rel = side.parent.rel_path()?;
         lookup::lower_has_name(
             &self.stack,
-            &rel,
+            &|l| self.dir_in(side.parent, l),
             &side.parent.placement().dir_layers,
             side.name,
         )
@@ -232,6 +231,9 @@ impl Union {
         } else {
             if let Some(d) = dst_node {
                 d.remove_alias(dst.parent.ino, dst.name);
+                if d.kind.is_dir() {
+                    self.dir_fds.forget(d.ino, self.stack.all());
+                }
             }
             self.index.insert(src.parent.ino, src.name, Cached::Absent);
         }

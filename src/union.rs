@@ -10,6 +10,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
 use crate::config::{FsOptions, MountConfig};
+use crate::dirfds::DirFds;
 use crate::error::SetupError;
 use crate::handles::Handles;
 use crate::index::{Cached, PathIndex};
@@ -27,6 +28,9 @@ pub const NAME_MAX: usize = 255;
 /// Names in the path index.
 const INDEX_CAPACITY: usize = 64 * 1024;
 
+/// Directory fds kept open (the daemon raises its fd limit at start; see `sys::raise_fd_limit`).
+const DIR_FD_CAPACITY: usize = 1024;
+
 /// Who asked: new objects are owned by the caller, as on any filesystem.
 #[derive(Debug, Clone, Copy)]
 pub struct Caller {
@@ -38,6 +42,8 @@ pub struct Union {
     pub stack: LayerStack,
     pub nodes: NodeTable,
     pub index: PathIndex,
+    /// Open directories of the layers (see `dirfds`).
+    pub dir_fds: DirFds,
     pub mapper: InoMapper,
     pub handles: Handles,
     pub opts: FsOptions,
@@ -50,6 +56,7 @@ pub struct Union {
 
 impl Union {
     pub fn new(config: &MountConfig) -> Result<Union, SetupError> {
+        sys::raise_fd_limit();
         let stack = LayerStack::open(&config.layers, config.fs.whiteout)?;
         let mapper = InoMapper::new(stack.layers().iter().map(|l| l.dev), config.fs.ino32);
         let root_layers: Vec<LayerIdx> = stack.all().collect();
@@ -68,6 +75,7 @@ impl Union {
             stack,
             nodes,
             index: PathIndex::new(INDEX_CAPACITY),
+            dir_fds: DirFds::new(DIR_FD_CAPACITY),
             mapper,
             handles: Handles::default(),
             opts: config.fs.clone(),
@@ -127,8 +135,12 @@ impl Union {
             });
         }
         let placement = parent.placement();
-        let rel = parent.rel_path()?;
-        let found = lookup::resolve(&self.stack, &rel, &placement.dir_layers, name)?;
+        let found = lookup::resolve(
+            &self.stack,
+            &|l| self.dir_in(parent, l),
+            &placement.dir_layers,
+            name,
+        )?;
         let value = match &found {
             Some(r) => Cached::Present(r.clone()),
             None => Cached::Absent,
@@ -181,31 +193,33 @@ impl Union {
         }
     }
 
-    /// Opens the directory containing `node` in `layer` (O_PATH), with the node's name in it.
+    /// The directory containing `node` in `layer` (O_PATH, cached), with the node's name in it.
     /// The root is its own parent, named `.`.
     pub fn parent_dir_in(
         &self,
         node: &Node,
         layer: LayerIdx,
-    ) -> SysResult<(OwnedFd, std::ffi::OsString)> {
+    ) -> SysResult<(Arc<OwnedFd>, std::ffi::OsString)> {
         if node.ino == ROOT_INO {
-            return Ok((
-                sys::open_dir_path(self.stack.root(layer), b"")?,
-                std::ffi::OsString::from("."),
-            ));
+            return Ok((self.dir_in(node, layer)?, std::ffi::OsString::from(".")));
         }
         let alias = node.primary_alias().ok_or(Errno::NOENT)?;
-        let rel = alias.parent.rel_path()?;
-        let fd = sys::open_dir_path(self.stack.root(layer), &rel)?;
-        Ok((fd, alias.name))
+        Ok((self.dir_in(&alias.parent, layer)?, alias.name))
     }
 
-    /// Opens a directory node itself in `layer` (O_PATH).
-    pub fn dir_in(&self, dir: &Node, layer: LayerIdx) -> SysResult<OwnedFd> {
-        sys::open_dir_path(self.stack.root(layer), &dir.rel_path()?)
+    /// A directory node itself in `layer` (O_PATH, cached).
+    pub fn dir_in(&self, dir: &Node, layer: LayerIdx) -> SysResult<Arc<OwnedFd>> {
+        self.dir_fds.get_or_open(dir.ino, layer, || {
+            sys::open_dir_path(self.stack.root(layer), &dir.rel_path()?)
+        })
     }
 
-    /// Attributes of a node's object as it is now.
+    /// A fresh fd for reading a directory's entries (getdents keeps a position in it).
+    pub fn dir_for_listing(&self, dir: &Node, layer: LayerIdx) -> SysResult<OwnedFd> {
+        let fd = self.dir_in(dir, layer)?;
+        sys::reopen_dir_read(fd.as_fd())
+    }
+
     /// Attributes of a node's object as the mount shows them (owners translated, see
     /// `ownership`).
     pub fn stat_node(&self, node: &Node) -> SysResult<Stat> {
@@ -256,7 +270,7 @@ impl Union {
     }
 
     pub fn fsyncdir(&self, node: &Node, data_only: bool) -> SysResult<()> {
-        let fd = sys::open_dir_read(self.stack.root(node.layer()), &node.rel_path()?)?;
+        let fd = self.dir_for_listing(node, node.layer())?;
         match sys::fsync_fd(fd.as_fd(), data_only) {
             // Lowers may sit on read-only filesystems; nothing of ours is pending there.
             Err(Errno::ROFS) | Err(Errno::INVAL) if !self.stack.is_upper(node.layer()) => Ok(()),

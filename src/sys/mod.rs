@@ -87,6 +87,26 @@ pub fn open_dir_read(root: BorrowedFd<'_>, rel: &[u8]) -> SysResult<OwnedFd> {
     }
 }
 
+/// A readable fd of the directory an `O_PATH` fd names (for getdents), without a path walk.
+pub fn reopen_dir_read(dir: BorrowedFd<'_>) -> SysResult<OwnedFd> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY;
+    match open_at(dir, OsStr::new("."), flags | OFlags::NOATIME, Mode::empty()) {
+        Err(Errno::PERM) => open_at(dir, OsStr::new("."), flags, Mode::empty()),
+        other => other,
+    }
+}
+
+/// Raises the soft limit on open fds to the hard limit: the daemon caches directory fds and
+/// holds one per open file, and the default soft limit (1024) is small for that.
+pub fn raise_fd_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        let _ = setrlimit(Resource::Nofile, limit);
+    }
+}
+
 /// `fstatat(dir, name, AT_SYMLINK_NOFOLLOW)`.
 pub fn stat_at(dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<Stat> {
     rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
