@@ -150,8 +150,30 @@ impl Union {
             } else {
                 OFlags::empty()
             };
-        let fd = self.open_real(&node, layer, oflags)?;
+        let fd = self.open_current(&node, layer, oflags)?;
         Ok(self.insert_file(node, oflags, layer, fd))
+    }
+
+    /// Opens what `node` stands for *now*. A rename or unlink in the node's directory changes
+    /// the layer first and the node's alias after, both under the directory's `dir_lock`;
+    /// opening by path in between would reach the object that just took the name (the kernel
+    /// then reads it with the old inode's size: torn reads; `O_TRUNC` truncates the wrong file).
+    /// So the path is resolved and opened under that lock. A node whose name went away, or
+    /// whose path no longer resolves (an ancestor moved meanwhile), gives ESTALE: the kernel
+    /// then walks the path again and retries the open once, as for any stale dentry.
+    fn open_current(&self, node: &Node, layer: LayerIdx, flags: OFlags) -> SysResult<OwnedFd> {
+        let alias = node.primary_alias().ok_or(Errno::STALE)?;
+        let _ns = alias.parent.dir_lock.lock();
+        let unchanged = node
+            .primary_alias()
+            .is_some_and(|a| a.parent.ino == alias.parent.ino && a.name == alias.name);
+        if !unchanged {
+            return Err(Errno::STALE);
+        }
+        match self.open_real(node, layer, flags) {
+            Err(Errno::NOENT) => Err(Errno::STALE),
+            other => other,
+        }
     }
 
     /// Registers an fd already opened (by `open` or `create`).
