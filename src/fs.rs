@@ -351,7 +351,10 @@ impl Filesystem for UnionFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        reply.ok();
+        // Nothing is buffered here (writes reach the layer before WRITE is answered) and POSIX
+        // locks stay in the kernel, so a FLUSH has nothing to do. ENOSYS makes the kernel stop
+        // sending one on every close(2): one round trip less per file (untar, cp -r, builds).
+        reply.error(FuseErrno::ENOSYS);
     }
 
     fn release(
