@@ -684,3 +684,58 @@ fn racing_creates_and_unlinks_have_one_winner() {
         names(m.root()).unwrap().len()
     });
 }
+
+#[test]
+fn an_upper_dir_moved_over_a_deleted_dir_does_not_merge_with_it() {
+    both_backends(|b| {
+        let st = Stack::new();
+        st.lower(1).file("p/d/old", "lower");
+        st.lower(1).file("q/old", "lower");
+        st.upper().file("src/x", "x");
+        st.upper().file("src2/y", "y");
+        let m = st.mount(b);
+        fs::remove_dir_all(m.path("p/d")).unwrap();
+        fs::remove_dir_all(m.path("q")).unwrap();
+        // The moved directories land where a lower directory of the same name still sits
+        // under a whiteout: they must hide it (be opaque), not merge with it.
+        fs::rename(m.path("src"), m.path("p/d")).unwrap();
+        fs::rename(m.path("src2"), m.path("q")).unwrap();
+        assert_eq!(names(&m.path("p/d")).unwrap(), ["x"]);
+        assert_eq!(names(&m.path("q")).unwrap(), ["y"]);
+        drop(m);
+        // Also after a remount, when nothing is cached.
+        let m = st.mount(b);
+        assert_eq!(names(&m.path("p/d")).unwrap(), ["x"]);
+        assert_eq!(names(&m.path("q")).unwrap(), ["y"]);
+        tree(m.root())
+    });
+}
+
+#[test]
+fn setgid_directories_and_mode_bits_survive_copy_up() {
+    both_backends(|b| {
+        let st = Stack::new();
+        st.lower(0)
+            .dir("sgid")
+            .chown("sgid", 0, 4321)
+            .chmod("sgid", 0o2775);
+        st.lower(0).dir("sticky").chmod("sticky", 0o1777);
+        st.lower(0).file("suid", "x").chmod("suid", 0o4755);
+        let m = st.mount(b);
+        File::create(m.path("sgid/new")).unwrap();
+        fs::create_dir(m.path("sgid/sub")).unwrap();
+        File::create(m.path("sticky/new")).unwrap();
+        sys::utimens(&m.path("suid"), sys::ts(OLD, 0), sys::ts(OLD, 0), false).unwrap();
+        let got: Vec<(&str, Attr)> = ["sgid", "sgid/new", "sgid/sub", "sticky", "suid"]
+            .iter()
+            .map(|n| (*n, attr(&m.path(n)).unwrap()))
+            .collect();
+        // New entries in a setgid directory take its group; subdirectories inherit the bit.
+        assert_eq!(got[1].1.gid, 4321, "gid of a file in a setgid dir");
+        assert_eq!((got[2].1.gid, got[2].1.perm & 0o2000), (4321, 0o2000));
+        assert_eq!(st.upper().stat("sgid").mode() & 0o7777, 0o2775);
+        assert_eq!(st.upper().stat("sticky").mode() & 0o7777, 0o1777);
+        assert_eq!(st.upper().stat("suid").mode() & 0o7777, 0o4755);
+        got
+    });
+}
