@@ -592,3 +592,80 @@ fn o_direct_reads_and_writes() {
         assert_eq!(&st.upper().read("d")[4096..4100], b"DDDD");
     });
 }
+
+#[test]
+fn open_files_follow_renames_and_survive_unlink() {
+    both_backends(|b| {
+        let st = Stack::new();
+        st.upper().file("up", "u");
+        st.lower(0).file("low", "l");
+        let m = st.mount(b);
+        let up = open_rw(&m.path("up")).unwrap();
+        let low = open_rw(&m.path("low")).unwrap();
+        fs::rename(m.path("up"), m.path("up_moved")).unwrap();
+        fs::rename(m.path("low"), m.path("low_moved")).unwrap();
+        up.write_all_at(b"U2", 1).unwrap();
+        low.write_all_at(b"L2", 1).unwrap();
+        let moved = (
+            read_string(&m.path("up_moved")).unwrap(),
+            read_string(&m.path("low_moved")).unwrap(),
+        );
+        assert_eq!(moved, ("uU2".to_string(), "lL2".to_string()));
+        // Unlinked while open: still readable and writable through the fd, gone by name.
+        fs::remove_file(m.path("low_moved")).unwrap();
+        low.write_all_at(b"!", 3).unwrap();
+        let mut buf = [0u8; 4];
+        low.read_exact_at(&mut buf, 0).unwrap();
+        assert_eq!(&buf, b"lL2!");
+        assert_eq!(low.metadata().unwrap().len(), 4);
+        expect_errno(
+            fs::metadata(m.path("low_moved")),
+            libc::ENOENT,
+            "after unlink",
+        );
+        assert_eq!(st.lower(0).read("low"), b"l");
+        moved
+    });
+}
+
+#[test]
+fn a_directory_opened_before_copy_up_lists_new_entries_after_rewind() {
+    both_backends(|b| {
+        let st = Stack::new();
+        st.lower(0).file("d/old", "o");
+        st.lower(1).file("d/older", "o");
+        let m = st.mount(b);
+        let c = sys::cstr(&m.path("d"));
+        // SAFETY: valid C string; closed below.
+        let dir = unsafe { libc::opendir(c.as_ptr()) };
+        assert!(!dir.is_null());
+        let list = |dir: *mut libc::DIR| {
+            let mut v = Vec::new();
+            loop {
+                // SAFETY: dir is open; the entry is read before the next call.
+                let e = unsafe { libc::readdir(dir) };
+                if e.is_null() {
+                    break;
+                }
+                // SAFETY: d_name is NUL-terminated.
+                let n = unsafe { std::ffi::CStr::from_ptr((*e).d_name.as_ptr()) };
+                let n = n.to_string_lossy().into_owned();
+                if n != "." && n != ".." {
+                    v.push(n);
+                }
+            }
+            v.sort();
+            v
+        };
+        assert_eq!(list(dir), ["old", "older"]);
+        fs::write(m.path("d/new"), "n").unwrap();
+        fs::remove_file(m.path("d/older")).unwrap();
+        // SAFETY: dir is open.
+        unsafe { libc::rewinddir(dir) };
+        let after = list(dir);
+        // SAFETY: closing the stream opened above.
+        unsafe { libc::closedir(dir) };
+        assert_eq!(after, ["new", "old"]);
+        after
+    });
+}
