@@ -669,3 +669,44 @@ fn a_directory_opened_before_copy_up_lists_new_entries_after_rewind() {
         after
     });
 }
+
+#[test]
+fn racing_copy_ups_share_their_ancestors() {
+    both_backends(|b| {
+        let st = Stack::new();
+        let threads = 8;
+        for i in 0..threads {
+            st.lower(1).file(&format!("a/b/c/f{i}"), "lower");
+            st.lower(0).file(&format!("a/b/g{i}"), "lower");
+        }
+        st.lower(0).chmod("a/b", 0o750);
+        let m = st.mount(b);
+        let barrier = Barrier::new(threads);
+        // Every thread needs a, a/b and a/b/c copied up first: they must not trip over each
+        // other (EEXIST) or lose a file.
+        std::thread::scope(|s| {
+            for i in 0..threads {
+                let (m, barrier) = (&m, &barrier);
+                s.spawn(move || {
+                    barrier.wait();
+                    fs::write(m.path(&format!("a/b/c/f{i}")), format!("t{i}")).unwrap();
+                    fs::write(m.path(&format!("a/b/g{i}")), format!("t{i}")).unwrap();
+                    fs::write(m.path(&format!("a/b/c/new{i}")), "n").unwrap();
+                });
+            }
+        });
+        for i in 0..threads {
+            assert_eq!(
+                read_string(&m.path(&format!("a/b/c/f{i}"))).unwrap(),
+                format!("t{i}")
+            );
+            assert_eq!(
+                st.upper().read(&format!("a/b/g{i}")),
+                format!("t{i}").as_bytes()
+            );
+        }
+        assert_eq!(names(&m.path("a/b/c")).unwrap().len(), 2 * threads);
+        assert_eq!(st.upper().stat("a/b").mode() & 0o7777, 0o750);
+        tree(m.root())
+    });
+}
