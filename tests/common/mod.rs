@@ -38,8 +38,18 @@ use std::time::{Duration, Instant};
 pub const UNIONFS_BIN: &str = env!("CARGO_BIN_EXE_unionfs-rs");
 
 /// Where every test builds its layers: a real disk filesystem (kernel overlayfs cannot use
-/// another overlay as upper, and tmpfs would hide d_type/xattr differences).
-const TEST_ROOT: &str = "/tmp/unionfs-rs-tests";
+/// another overlay as upper, and tmpfs would hide d_type/xattr differences). One directory per
+/// user, so a run as a normal user never collides with root's.
+fn test_root() -> PathBuf {
+    if is_root() {
+        PathBuf::from("/tmp/unionfs-rs-tests")
+    } else {
+        // SAFETY: getuid has no preconditions.
+        PathBuf::from(format!("/tmp/unionfs-rs-tests-{}", unsafe {
+            libc::getuid()
+        }))
+    }
+}
 
 // ---------------------------------------------------------------------------------------------
 // Backends and running a scenario on them
@@ -443,12 +453,11 @@ impl Stack {
 
     fn build(nlowers: usize, with_upper: bool) -> Stack {
         let n = NEXT_STACK.fetch_add(1, Ordering::Relaxed);
-        let dir =
-            PathBuf::from(TEST_ROOT).join(format!("{}-{}-{n}", test_name(), std::process::id()));
+        let dir = test_root().join(format!("{}-{}-{n}", test_name(), std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
         // World-traversable, so tests acting as an unprivileged user can reach the mount.
-        for d in [Path::new(TEST_ROOT), &dir] {
+        for d in [&test_root(), &dir] {
             fs::set_permissions(d, fs::Permissions::from_mode(0o755)).unwrap();
         }
         let mk = |name: &str| {
