@@ -41,8 +41,10 @@ while [ $# -gt 0 ]; do
 done
 [ -n "$PROG" ] || { echo "usage: $0 [--quick] [--root-only|--rootless-only] [--no-install] [--keep] PROG" >&2; exit 2; }
 [ "$(id -u)" = 0 ] || { echo "run as root (it installs packages and switches to the test user)" >&2; exit 2; }
-PROG=$(readlink -f "$PROG")
-[ -x "$PROG" ] || { echo "not executable: $PROG" >&2; exit 2; }
+if [ "$PROG" != native ]; then
+    PROG=$(readlink -f "$PROG")
+    [ -x "$PROG" ] || { echo "not executable: $PROG" >&2; exit 2; }
+fi
 E2E_USER=${E2E_USER:-podtest}
 T=${E2E_TIMEOUT:-180} # seconds for any one podman/buildah command
 START=$(date +%s)
@@ -57,15 +59,17 @@ if ! grep -q "^$E2E_USER:" /etc/subuid || ! grep -q "^$E2E_USER:" /etc/subgid; t
 fi
 UID_T=$(id -u "$E2E_USER")
 
-W=$(mktemp -d /tmp/pod-e2e.XXXXXX)
-chmod 755 "$W"
+# Lower case: `podman pull oci:DIR:TAG` derives an image name from DIR.
+W=/tmp/pod-e2e.$(tr -dc 'a-z0-9' </dev/urandom | head -c 8)
+mkdir -m 755 "$W" || exit 2
 cd "$W" || exit 2
 mkdir -p bin logs/calls logs/tests
 chmod 1777 logs/calls
 # A copy, so a rebuild of PROG during the run cannot mix two versions, and the test user can
 # execute it wherever PROG lives.
-cp "$PROG" "bin/$(basename "$PROG")"
+# PROG "native" means no mount program at all: the kernel's overlayfs, the reference.
 REAL=$W/bin/$(basename "$PROG")
+[ "$PROG" = native ] || cp "$PROG" "$REAL"
 # The wrapper logs argv and the program's own stderr, and still hands that stderr to podman
 # through a pipe that stays open as long as the program holds it (a daemon that kept podman's
 # stderr open would hang podman with or without the wrapper). A plain pipe, not `2> >(tee)`:
@@ -80,7 +84,11 @@ echo "rc=\$rc" >>"\$log.argv"
 exit \$rc
 EOF
 chmod 755 bin/mount-program
-echo "prog: $PROG ($("$PROG" --version 2>&1 | head -1))"
+if [ "$PROG" = native ]; then
+    echo "prog: native (kernel overlayfs, no mount_program)"
+else
+    echo "prog: $PROG ($("$PROG" --version 2>&1 | head -1))"
+fi
 echo "dir:  $W"
 
 # ---------------------------------------------------------------- per-mode environment
@@ -115,9 +123,10 @@ driver = "overlay"
 graphroot = "$d/graph"
 runroot = "$d/run/storage"
 rootless_storage_path = "$d/graph"
-[storage.options.overlay]
-mount_program = "$W/bin/mount-program"
 EOF
+    if [ "$PROG" != native ]; then
+        printf '[storage.options.overlay]\nmount_program = "%s"\n' "$W/bin/mount-program" >>"$d/storage.conf"
+    fi
     if [ "$m" = rootless ]; then
         chown -R "$E2E_USER:" "$d"
         chmod 700 "$d/run/xdg"
@@ -148,7 +157,7 @@ t_config() { # the private storage and our mount program are what podman uses
     info=$(pm info --format '{{.Store.GraphRoot}}|{{.Store.GraphDriverName}}|{{.Host.OCIRuntime.Name}}|{{json .Store.GraphOptions}}')
     echo "$info"
     e2e_has "graphroot/driver/runtime" "${info%%|\{*}" "$W/$MODE/graph|overlay|runc"
-    grep -qF "\"Executable\":\"$W/bin/mount-program\"" <<<"$info"
+    [ "$PROG" = native ] || grep -qF "\"Executable\":\"$W/bin/mount-program\"" <<<"$info"
     pm import --change 'CMD ["/bin/sh"]' "$W/base.tar" localhost/e2e-base:latest
     e2e_eq "base image /data" "$(pm run --rm localhost/e2e-base /e2e/state /data)" "$E2E_BASE_DATA"
 }
@@ -350,17 +359,22 @@ t_leftovers() { # nothing mounted or running once every container is gone
     e2e_eq "processes left" "$p" ""
 }
 
-leftover_mounts() { # fuse/overlay mounts under $W, in our namespace and in rootless podman's
-    grep -F " $W/" /proc/self/mountinfo | cut -d' ' -f5,9 || true
+union_mounts() { # mountinfo on stdin: fuse and overlay mount points under $W
+    awk -v w="$W/" '{ fs = ""; for (i = 7; i <= NF; i++) if ($i == "-") { fs = $(i + 1); break }
+        if (index($5, w) == 1 && (fs ~ /^fuse/ || fs == "overlay")) print $5, fs }'
+}
+leftover_mounts() { # in our namespace and in rootless podman's (which also holds a bind mount of
+    # the driver home on itself: that one is podman's own and stays)
+    union_mounts </proc/self/mountinfo
     if [ "$MODE" = rootless ]; then
-        pm unshare cat /proc/self/mountinfo 2>/dev/null | grep -F " $W/$MODE/graph/" | cut -d' ' -f5,9 || true
+        pm unshare cat /proc/self/mountinfo 2>/dev/null | union_mounts
     fi
 }
 leftover_procs() { # mount program daemons, conmon, containers: anything naming $W
     local p c
     for p in /proc/[0-9]*; do
         [ "${p#/proc/}" = $$ ] || [ "${p#/proc/}" = "$BASHPID" ] && continue
-        c=$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null) || continue
+        c=$(tr '\0' ' ' 2>/dev/null <"$p/cmdline") || continue
         case $c in *"$W/"*) echo "${p#/proc/} $c" ;; esac
     done
 }
@@ -418,7 +432,7 @@ done
 # After the reset: no daemon of ours may survive (checked over all modes).
 MODE=root
 p=$(leftover_procs)
-m=$(grep -F " $W/" /proc/self/mountinfo | cut -d' ' -f5)
+m=$(union_mounts </proc/self/mountinfo)
 if [ -n "$p$m" ] && [ $KEEP = 0 ]; then
     FAILED=$((FAILED + 1))
     FAILS+=("final/leftovers")
