@@ -66,26 +66,83 @@ impl Union {
         if self.read_only() {
             return Err(Errno::ROFS);
         }
+        if node.is_unlinked() {
+            return self.setattr_unlinked(node, changes, fh);
+        }
         let data = match changes.size {
             Some(n) => CopyUpData::Truncated(n),
             None => CopyUpData::Full,
         };
         self.copy_up(node, data)?;
-        let (dir, name) = self.parent_dir_in(node, self.upper_idx()?)?;
-        let d = std::os::fd::AsFd::as_fd(&dir);
-        self.change_owner(d, &name, changes.uid, changes.gid)?;
+        // By path, so with the name pinned: a rename or unlink racing in the directory must
+        // not make us chmod, truncate or stat the object that just took the name.
+        self.with_name_pinned(node, || {
+            let (dir, name) = self.parent_dir_in(node, self.upper_idx()?)?;
+            let d = std::os::fd::AsFd::as_fd(&dir);
+            self.change_owner(d, &name, changes.uid, changes.gid)?;
+            if let Some(mode) = changes.mode {
+                self.change_mode(d, &name, node.kind, mode)?;
+            }
+            if let Some(size) = changes.size {
+                self.truncate(node, fh, size)?;
+            }
+            if changes.atime.is_some() || changes.mtime.is_some() {
+                let times = rustix::fs::Timestamps {
+                    last_access: timespec(changes.atime),
+                    last_modification: timespec(changes.mtime),
+                };
+                sys::utimens_at(d, &name, &times)?;
+            }
+            self.getattr(node)
+        })
+    }
+
+    /// `ftruncate`, `fchmod`, `fchown`, `futimens` on a file that is open but has no name
+    /// any more: only an open handle reaches it (the one the kernel names, else any of the
+    /// node's), and it is already in the upper (a deleted lower file cannot be written).
+    fn setattr_unlinked(
+        &self,
+        node: &Node,
+        changes: AttrChanges,
+        fh: Option<Fh>,
+    ) -> SysResult<FileAttr> {
+        let file = self
+            .handles
+            .open_file_of(node.ino, fh)
+            .ok_or(Errno::STALE)?;
+        let fd = file.fd(self)?;
+        let fd = std::os::fd::AsFd::as_fd(&*fd);
+        let has_owner = changes.uid.is_some() || changes.gid.is_some();
+        if (has_owner || changes.mode.is_some()) && self.ownership.override_key().is_some() {
+            return Err(Errno::OPNOTSUPP);
+        }
+        if has_owner && !self.ownership.squashes() {
+            let uid = changes
+                .uid
+                .map(|u| self.ownership.uid_to_disk(u))
+                .transpose()?;
+            let gid = changes
+                .gid
+                .map(|g| self.ownership.gid_to_disk(g))
+                .transpose()?;
+            rustix::fs::fchown(
+                fd,
+                uid.map(rustix::process::Uid::from_raw),
+                gid.map(rustix::process::Gid::from_raw),
+            )?;
+        }
         if let Some(mode) = changes.mode {
-            self.change_mode(d, &name, node.kind, mode)?;
+            sys::chmod_fd(fd, mode)?;
         }
         if let Some(size) = changes.size {
-            self.truncate(node, fh, size)?;
+            sys::truncate_fd(fd, size)?;
         }
         if changes.atime.is_some() || changes.mtime.is_some() {
             let times = rustix::fs::Timestamps {
                 last_access: timespec(changes.atime),
                 last_modification: timespec(changes.mtime),
             };
-            sys::utimens_at(d, &name, &times)?;
+            rustix::fs::futimens(fd, &times)?;
         }
         self.getattr(node)
     }

@@ -16,7 +16,7 @@ use dashmap::DashMap;
 use parking_lot::{Mutex, RwLock};
 
 use crate::copy_up::CopyUpData;
-use crate::inode::{Ino, Node};
+use crate::inode::{Ino, Node, ROOT_INO};
 use crate::layers::LayerIdx;
 use crate::readdir::MergedEntry;
 use crate::sys::{self, Errno, OFlags, Stat, SysResult};
@@ -87,6 +87,19 @@ impl Handles {
 
     pub fn release_dir(&self, fh: Fh) {
         self.dirs.remove(&fh);
+    }
+
+    /// The open file `fh` if it belongs to node `ino`, else any open file of that node.
+    pub fn open_file_of(&self, ino: Ino, fh: Option<Fh>) -> Option<Arc<OpenFile>> {
+        if let Some(file) = fh.and_then(|fh| self.file(fh).ok()) {
+            if file.node.ino == ino {
+                return Some(file);
+            }
+        }
+        self.files
+            .iter()
+            .find(|f| f.node.ino == ino)
+            .map(|f| f.clone())
     }
 
     /// `fstat` through any open handle of an unlinked node (nothing else reaches it).
@@ -162,6 +175,25 @@ impl Union {
     /// whose path no longer resolves (an ancestor moved meanwhile), gives ESTALE: the kernel
     /// then walks the path again and retries the open once, as for any stale dentry.
     fn open_current(&self, node: &Node, layer: LayerIdx, flags: OFlags) -> SysResult<OwnedFd> {
+        self.with_name_pinned(node, || match self.open_real(node, layer, flags) {
+            Err(Errno::NOENT) => Err(Errno::STALE),
+            other => other,
+        })
+    }
+
+    /// Runs `f` holding the lock of the directory containing `node`'s name, so the name keeps
+    /// leading to the node's object while `f` works on it by path (see `open_current`); ESTALE
+    /// when the node has no name any more or it moved while we waited. The root has no parent
+    /// and never moves: nothing to hold. Lock order: a `dir_lock`, so never call this while
+    /// holding a `copy_up_lock` or another `dir_lock`.
+    pub fn with_name_pinned<T>(
+        &self,
+        node: &Node,
+        f: impl FnOnce() -> SysResult<T>,
+    ) -> SysResult<T> {
+        if node.ino == ROOT_INO {
+            return f();
+        }
         let alias = node.primary_alias().ok_or(Errno::STALE)?;
         let _ns = alias.parent.dir_lock.lock();
         let unchanged = node
@@ -170,10 +202,7 @@ impl Union {
         if !unchanged {
             return Err(Errno::STALE);
         }
-        match self.open_real(node, layer, flags) {
-            Err(Errno::NOENT) => Err(Errno::STALE),
-            other => other,
-        }
+        f()
     }
 
     /// Registers an fd already opened (by `open` or `create`).
