@@ -99,7 +99,7 @@ struct Tree {
 
 fn leaf() -> impl Strategy<Value = Leaf> {
     prop_oneof![
-        3 => Just(Leaf::Absent),
+        2 => Just(Leaf::Absent),
         4 => (
             prop::sample::select(&FILE_SIZES[..]),
             any::<u8>(),
@@ -117,7 +117,7 @@ fn leaf() -> impl Strategy<Value = Leaf> {
 fn top() -> impl Strategy<Value = Top> {
     prop_oneof![
         2 => leaf().prop_map(Top::Leaf),
-        3 => (
+        4 => (
             prop::sample::select(&DIR_MODES[..]),
             prop::bool::weighted(0.2),
             prop::option::weighted(0.3, any::<u8>()),
@@ -287,11 +287,114 @@ impl std::fmt::Debug for P {
     }
 }
 
+/// `P(EXISTING + k, None)` stands for the k-th name some layer holds (see `resolve_ops`):
+/// operations on names that exist mostly succeed and so exercise copy-up and whiteouts, where
+/// names drawn from the whole universe mostly fail with ENOENT.
+const EXISTING: u8 = 100;
+
 fn path() -> impl Strategy<Value = P> {
     prop_oneof![
+        5 => (0..32u8).prop_map(|k| P(EXISTING + k, None)),
         1 => (0..TOP.len() as u8).prop_map(|t| P(t, None)),
         2 => (0..TOP.len() as u8, 0..CHILD.len() as u8).prop_map(|(t, c)| P(t, Some(c))),
     ]
+}
+
+/// Mostly names no layer holds (`n`, `*/n`), for creations and rename/link targets.
+fn fresh() -> impl Strategy<Value = P> {
+    let n = TOP.len() as u8 - 1;
+    let cn = CHILD.len() as u8 - 1;
+    prop_oneof![
+        3 => (0..n).prop_map(move |t| P(t, Some(cn))),
+        1 => Just(P(n, None)),
+        3 => path(),
+    ]
+}
+
+/// The names some layer holds (not absent, not a whiteout), in a fixed order.
+fn layer_names(t: &Tree) -> Vec<P> {
+    let present = |l: &Leaf| !matches!(l, Leaf::Absent | Leaf::Whiteout);
+    let mut out = Vec::new();
+    for ti in 0..TOP.len() - 1 {
+        let tops = t.layers.iter().map(|layer| &layer[ti]);
+        if tops.clone().any(|top| match top {
+            Top::Leaf(l) => present(l),
+            Top::Dir { .. } => true,
+        }) {
+            out.push(P(ti as u8, None));
+        }
+        for ci in 0..CHILD.len() - 1 {
+            if tops
+                .clone()
+                .any(|top| matches!(top, Top::Dir { children, .. } if present(&children[ci])))
+            {
+                out.push(P(ti as u8, Some(ci as u8)));
+            }
+        }
+    }
+    out
+}
+
+/// Replaces the `EXISTING` placeholders by concrete names of `t`.
+fn resolve_ops(t: &Tree, ops: &[Op]) -> Vec<Op> {
+    let names = layer_names(t);
+    let r = |p: P| match p {
+        P(k, None) if k >= EXISTING => names
+            .get(usize::from(k - EXISTING) % names.len().max(1))
+            .copied()
+            .unwrap_or(P(TOP.len() as u8 - 1, None)),
+        p => p,
+    };
+    ops.iter()
+        .map(|op| match *op {
+            Op::Create {
+                p,
+                excl,
+                trunc,
+                mode,
+            } => Op::Create {
+                p: r(p),
+                excl,
+                trunc,
+                mode,
+            },
+            Op::Write {
+                p,
+                off,
+                len,
+                byte,
+                append,
+            } => Op::Write {
+                p: r(p),
+                off,
+                len,
+                byte,
+                append,
+            },
+            Op::Truncate { p, size } => Op::Truncate { p: r(p), size },
+            Op::Rename { from, to, flags } => Op::Rename {
+                from: r(from),
+                to: r(to),
+                flags,
+            },
+            Op::Unlink(p) => Op::Unlink(r(p)),
+            Op::Mkdir { p, mode } => Op::Mkdir { p: r(p), mode },
+            Op::Rmdir(p) => Op::Rmdir(r(p)),
+            Op::Link { from, to } => Op::Link {
+                from: r(from),
+                to: r(to),
+            },
+            Op::Symlink { target, p } => Op::Symlink { target, p: r(p) },
+            Op::Chmod { p, mode } => Op::Chmod { p: r(p), mode },
+            Op::Chown { p, uid } => Op::Chown { p: r(p), uid },
+            Op::Setxattr { p, name, value } => Op::Setxattr {
+                p: r(p),
+                name,
+                value,
+            },
+            Op::Removexattr { p, name } => Op::Removexattr { p: r(p), name },
+        })
+        .collect()
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -364,7 +467,7 @@ fn op() -> impl Strategy<Value = Op> {
     let mode = || prop::sample::select(&[0o644u32, 0o600, 0o755, 0o4755, 0o444][..]);
     let xname = || prop::sample::select(&["user.k", "user.l"][..]);
     prop_oneof![
-        3 => (path(), any::<bool>(), prop::bool::weighted(0.3), mode())
+        3 => (fresh(), any::<bool>(), prop::bool::weighted(0.3), mode())
             .prop_map(|(p, excl, trunc, mode)| Op::Create { p, excl, trunc, mode }),
         5 => (
             path(),
@@ -378,18 +481,18 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(p, size)| Op::Truncate { p, size }),
         4 => (
             path(),
-            path(),
+            fresh(),
             prop::sample::select(
                 &[RenameFlags::Plain, RenameFlags::Plain, RenameFlags::NoReplace, RenameFlags::Exchange][..]
             ),
         )
             .prop_map(|(from, to, flags)| Op::Rename { from, to, flags }),
         3 => path().prop_map(Op::Unlink),
-        2 => (path(), prop::sample::select(&[0o755u32, 0o700][..]))
+        2 => (fresh(), prop::sample::select(&[0o755u32, 0o700][..]))
             .prop_map(|(p, mode)| Op::Mkdir { p, mode }),
         2 => path().prop_map(Op::Rmdir),
-        2 => (path(), path()).prop_map(|(from, to)| Op::Link { from, to }),
-        1 => (prop::sample::select(&TARGETS[..]), path())
+        2 => (path(), fresh()).prop_map(|(from, to)| Op::Link { from, to }),
+        1 => (prop::sample::select(&TARGETS[..]), fresh())
             .prop_map(|(target, p)| Op::Symlink { target, p }),
         2 => (path(), mode()).prop_map(|(p, mode)| Op::Chmod { p, mode }),
         1 => (path(), prop::sample::select(&[0u32, 1000][..]))
@@ -941,12 +1044,17 @@ impl Drop for Scratch {
 // One case
 
 static CASE: AtomicU32 = AtomicU32::new(0);
+/// Operations run on each side, and how many of them succeeded (a sanity figure: a test whose
+/// operations all fail with ENOENT would compare little).
+static OPS_RUN: AtomicU32 = AtomicU32::new(0);
+static OPS_OK: AtomicU32 = AtomicU32::new(0);
 
 fn fail(msg: String) -> TestCaseError {
     TestCaseError::fail(msg)
 }
 
 fn run_case(tree: &Tree, ops: &[Op]) -> Result<(), TestCaseError> {
+    let ops = &resolve_ops(tree, ops)[..];
     let n = CASE.fetch_add(1, Ordering::Relaxed);
     let scratch = Scratch(PathBuf::from(format!(
         "/tmp/ht-diff-{}-{n}",
@@ -971,6 +1079,11 @@ fn run_case(tree: &Tree, ops: &[Op]) -> Result<(), TestCaseError> {
         let f_before = walk(&fm.merged);
         let k_out: Vec<Outcome> = ops.iter().map(|o| run_op(&km.merged, o)).collect();
         let f_out: Vec<Outcome> = ops.iter().map(|o| run_op(&fm.merged, o)).collect();
+        OPS_RUN.fetch_add(ops.len() as u32, Ordering::Relaxed);
+        OPS_OK.fetch_add(
+            k_out.iter().filter(|o| o.is_ok()).count() as u32,
+            Ordering::Relaxed,
+        );
         let k_after = walk(&km.merged);
         let f_after = walk(&fm.merged);
         (k_before, f_before, k_out, f_out, k_after, f_after)
@@ -1165,7 +1278,7 @@ fn differential() {
             Err(TestError::Fail(why, (tree, ops))) => {
                 let mut s = String::new();
                 let n_ops = ops.len();
-                for (j, o) in ops.iter().enumerate() {
+                for (j, o) in resolve_ops(&tree, &ops).iter().enumerate() {
                     let _ = writeln!(s, "  {j}: {o:?}");
                 }
                 panic!(
@@ -1179,8 +1292,11 @@ fn differential() {
         }
     }
     eprintln!(
-        "difftest: {cases} cases passed in {:.1} s",
-        started.elapsed().as_secs_f64()
+        "difftest: {cases} cases passed in {:.1} s ({} operations per side, {} of them \
+         succeeded on kernel overlayfs)",
+        started.elapsed().as_secs_f64(),
+        OPS_RUN.load(Ordering::Relaxed),
+        OPS_OK.load(Ordering::Relaxed)
     );
 }
 
