@@ -13,7 +13,13 @@ import os
 import statistics
 import sys
 
-SYSTEMS = [("native", "native"), ("kovl", "kernel overlayfs"), ("fovl", "fuse-overlayfs"), ("urs", "unionfs-rs")]
+SYSTEMS = [
+    ("native", "native"),
+    ("kovl", "kernel overlayfs"),
+    ("fovl", "fuse-overlayfs"),
+    ("base", "unionfs-rs baseline"),
+    ("urs", "unionfs-rs"),
+]
 
 
 def read_tsv(path):
@@ -57,14 +63,19 @@ def paired_ratio(values, wl, ref):
 
 def summarise(out):
     workloads, values, failed, counts = load(out)
-    header = ["workload"] + [name for _, name in SYSTEMS] + ["unionfs-rs / kernel", "unionfs-rs / fuse-overlayfs"]
+    present = {s for (_, s) in list(values) + list(failed)}
+    systems = [(s, name) for s, name in SYSTEMS if s in present or s != "base"]
+    refs = [("kovl", "unionfs-rs / kernel"), ("fovl", "unionfs-rs / fuse-overlayfs")]
+    if "base" in present:
+        refs.append(("base", "unionfs-rs / baseline"))
+    header = ["workload"] + [name for _, name in systems] + [label for _, label in refs]
     rows, chart, notes = [], [], []
     for wl, label, unit in workloads:
-        if not any((wl, s) in values or (wl, s) in failed for s, _ in SYSTEMS):
+        if not any((wl, s) in values or (wl, s) in failed for s, _ in systems):
             continue
         native_counts = counts.get((wl, "native"))
         cells = [label]
-        for s, name in SYSTEMS:
+        for s, name in systems:
             v = values.get((wl, s))
             if v:
                 cell = shown(unit, statistics.median(v.values()))
@@ -76,7 +87,7 @@ def summarise(out):
             else:
                 cell = "fail" if (wl, s) in failed else "-"
             cells.append(cell)
-        ratios = [paired_ratio(values, wl, ref) for ref in ("kovl", "fovl")]
+        ratios = [paired_ratio(values, wl, ref) for ref, _ in refs]
         cells += ["-" if r is None else f"{r:.2f}" for r in ratios]
         rows.append(cells)
         chart.append((label, ratios))

@@ -8,7 +8,7 @@
 # Needs root (kernel overlayfs mounts, whiteout device nodes, drop_caches).
 #
 # usage: scripts/bench.sh [--full] [--reps N] [--only W1,W2] [--systems S1,S2] [--warm]
-#                         [--tmpfs] [--keep-data] [--no-build] [--out DIR]
+#                         [--tmpfs] [--baseline BIN] [--keep-data] [--no-build] [--out DIR]
 #   --full       the sizes of the issue's table (100k files, 1 GiB, 500 layers; ~30+ minutes);
 #                the default is about 5x smaller and takes a few minutes
 #   --reps N     repetitions (default 3, 5 with --full)
@@ -17,6 +17,8 @@
 #                as the issue's reference figures were taken)
 #   --tmpfs      datasets and uppers on tmpfs instead of the disk's filesystem: takes the disk
 #                (and its noise) out, leaving the CPU cost of each system; for profiling
+#   --baseline BIN  also run another unionfs-rs binary (say, a build of the previous commit)
+#                as system "base", for before/after numbers of a change
 #   --keep-data  keep the datasets in /tmp/bench-data for the next run (reused when present)
 #   --no-build   use the existing target/release/unionfs-rs
 #   --out DIR    results directory (default target/bench): raw.tsv, table.md, chart.png
@@ -32,7 +34,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DATA_ROOT=/tmp/bench-data
 RUN=/tmp/bench-run
 OUT=$ROOT/target/bench
-FULL=0 REPS= ONLY= SYSTEMS=native,kovl,fovl,urs WARM=0 KEEP=0 BUILD=1 TMPFS=0
+FULL=0 REPS= ONLY= SYSTEMS=native,kovl,fovl,urs WARM=0 KEEP=0 BUILD=1 TMPFS=0 BASE_BIN=
 
 die() { echo "bench.sh: $*" >&2; exit 1; }
 log() { echo "[$(date +%T)] $*" >&2; }
@@ -45,6 +47,7 @@ while [ $# -gt 0 ]; do
         --systems) SYSTEMS=$2; shift ;;
         --warm) WARM=1 ;;
         --tmpfs) TMPFS=1 ;;
+        --baseline) BASE_BIN=$(realpath "$2"); shift ;;
         --keep-data) KEEP=1 ;;
         --no-build) BUILD=0 ;;
         --out) OUT=$2; shift ;;
@@ -93,9 +96,13 @@ URS=${CARGO_TARGET_DIR:-$ROOT/target}/release/unionfs-rs
 [ -x "$URS" ] || die "$URS is missing (drop --no-build)"
 
 wanted() { [ -z "$ONLY" ] || [[ ,$ONLY, == *,$1,* ]]; }
+if [ -n "$BASE_BIN" ]; then
+    [ -x "$BASE_BIN" ] || die "--baseline $BASE_BIN is not an executable"
+    SYSTEMS+=,base
+fi
 IFS=, read -r -a SYS <<<"$SYSTEMS"
 for s in "${SYS[@]}"; do
-    case $s in native|kovl|fovl|urs) ;; *) die "unknown system $s (native,kovl,fovl,urs)" ;; esac
+    case $s in native|kovl|fovl|urs|base) ;; *) die "unknown system $s (native,kovl,fovl,urs)" ;; esac
 done
 
 # ---------------------------------------------------------------------------------------------
@@ -181,10 +188,12 @@ mount_sys() {
             fuse-overlayfs -o "lowerdir=$(lower_list "$ds" 0),upperdir=$base/upper,workdir=$base/work${FOVL_OPTS:+,$FOVL_OPTS}" "$MNT" \
                 2> >(grep -v '^unknown argument ignored' >&2) || return 1
             DAEMON_PID=$(pgrep -n -f -- "fuse-overlayfs .*$MNT\$" || true) ;;
-        urs)
+        urs|base)
+            local bin=$URS
+            [ "$sys" = base ] && bin=$BASE_BIN
             # shellcheck disable=SC2086
-            "$URS" "$(lower_list "$ds" 0)" "$base/upper" "$MNT" --workdir "$base/work" ${URS_OPTS:-} || return 1
-            DAEMON_PID=$(pgrep -n -f -- "unionfs-rs .*$MNT" || true) ;;
+            "$bin" "$(lower_list "$ds" 0)" "$base/upper" "$MNT" --workdir "$base/work" ${URS_OPTS:-} || return 1
+            DAEMON_PID=$(pgrep -n -f -- " $MNT( |\$)" | head -1 || true) ;;
     esac
 }
 
@@ -351,6 +360,7 @@ run_deep() {
     echo "filesystem: $(findmnt -n -o FSTYPE,OPTIONS --target "$RUN")"
     echo "fuse-overlayfs: $(fuse-overlayfs --version 2>&1 | grep -m1 '^fuse-overlayfs' || echo missing)"
     echo "unionfs-rs: $(cd "$ROOT" && git describe --always --dirty 2>/dev/null) ${URS_OPTS:-}"
+    [ -z "$BASE_BIN" ] || echo "baseline: $BASE_BIN"
 } >"$OUT/machine.txt"
 
 cat >"$OUT/workloads.tsv" <<EOF
