@@ -22,7 +22,8 @@
 #   --keep-data  keep the datasets in /tmp/bench-data for the next run (reused when present)
 #   --no-build   use the existing target/release/unionfs-rs
 #   --out DIR    results directory (default target/bench): raw.tsv, table.md, chart.png
-# Environment: URS_OPTS extra unionfs-rs options, FOVL_OPTS extra fuse-overlayfs -o options.
+# Environment: URS_OPTS extra unionfs-rs options, FOVL_OPTS extra fuse-overlayfs -o options,
+# BENCH_ARGS arguments to prepend (so that `make bench BENCH_ARGS=--full` works).
 #
 # Workload ids: find3 statall lsR lsf lsl untar rmrf copyup chmod seqread seqwrite statdeep
 #               finddeep mountdeep (rss is measured during statall)
@@ -39,6 +40,8 @@ FULL=0 REPS= ONLY= SYSTEMS=native,kovl,fovl,urs WARM=0 KEEP=0 BUILD=1 TMPFS=0 BA
 die() { echo "bench.sh: $*" >&2; exit 1; }
 log() { echo "[$(date +%T)] $*" >&2; }
 
+# shellcheck disable=SC2086
+set -- ${BENCH_ARGS:-} "$@"
 while [ $# -gt 0 ]; do
     case $1 in
         --full) FULL=1 ;;
