@@ -28,7 +28,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Once, mpsc};
 use std::thread::JoinHandle;
@@ -671,7 +671,8 @@ impl Daemon {
     }
 
     /// Stops the watchdog, unmounts and reaps the daemon, killing it if it does not exit.
-    fn stop(&mut self, merged: &Path) {
+    /// Returns the daemon's exit status, None when it had to be killed.
+    fn stop(&mut self, merged: &Path) -> Option<ExitStatus> {
         if let Some((tx, handle)) = self.watchdog.take() {
             drop(tx);
             let _ = handle.join();
@@ -684,7 +685,7 @@ impl Daemon {
                     if !status.success() {
                         eprintln!("unionfs-rs daemon exited with {status}");
                     }
-                    return;
+                    return Some(status);
                 }
                 Ok(None) if Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(10))
@@ -695,6 +696,7 @@ impl Daemon {
         eprintln!("unionfs-rs daemon did not exit after unmount; killing it");
         let _ = self.child.kill();
         let _ = self.child.wait();
+        None
     }
 }
 
@@ -830,28 +832,38 @@ impl Mount<'_> {
         }
     }
 
+    /// The unionfs-rs daemon's pid (None for the kernel).
+    pub fn daemon_pid(&self) -> Option<u32> {
+        self.daemon.as_ref().map(|d| d.child.id())
+    }
+
     /// What the daemon printed so far (empty for the kernel).
     pub fn daemon_output(&self) -> String {
         self.daemon.as_ref().map(Daemon::output).unwrap_or_default()
     }
 
     /// Unmounts now (e.g. to inspect the upper at rest); dropping afterwards is a no-op.
-    pub fn unmount(mut self) {
-        self.stop();
+    /// Returns the daemon's exit status (None for the kernel, or a daemon that was killed).
+    pub fn unmount(mut self) -> Option<ExitStatus> {
+        self.stop()
     }
 
-    fn stop(&mut self) {
-        match self.daemon.as_mut() {
+    fn stop(&mut self) -> Option<ExitStatus> {
+        let status = match self.daemon.as_mut() {
             Some(d) => d.stop(&self.stack.merged),
-            None => unmount(&self.stack.merged, self.backend),
-        }
+            None => {
+                unmount(&self.stack.merged, self.backend);
+                None
+            }
+        };
         self.daemon = None;
+        status
     }
 }
 
 impl Drop for Mount<'_> {
     fn drop(&mut self) {
-        self.stop();
+        let _ = self.stop();
     }
 }
 
