@@ -4,7 +4,8 @@
 //! its new state, never a partial one: a copied-up file holds the whole lower content (plus a
 //! prefix of what was appended), a renamed file is under exactly one of its two names, a
 //! directory made over a whiteout never shows the lower's old entries. Data fsync'ed before the
-//! kill is there after it, the lower layers are untouched, and stale temporaries in the work
+//! kill is there after it, a tree half deleted by `rm -rf` shows a subset of its entries with
+//! their content, the lower layers are untouched, and stale temporaries in the work
 //! directory (`#unionfs-rs.*`, including ones planted by the test) are gone once the new mount is
 //! live.
 //!
@@ -734,6 +735,140 @@ fn kill_during_directory_creation() {
     eprintln!(
         "crash: {rounds} kills during creation of {n} directory sets (made at the kill: \
          {report:?}) in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Recursive deletion
+
+const TREE_FILES: usize = 6;
+
+/// `R<i>/` in the lower with files `f0..f5` and a subdirectory `s/` holding `g`; odd trees also
+/// have an upper part (`R<i>/u` created in the upper), so the directory is merged.
+fn build_delete_layers(s: &Stack, n: usize) {
+    for i in 0..n {
+        let r = s.lower().join(format!("R{i}"));
+        fs::create_dir_all(r.join("s")).unwrap();
+        for f in 0..TREE_FILES {
+            fs::write(r.join(format!("f{f}")), content("tree", i * 10 + f)).unwrap();
+        }
+        fs::write(r.join("s/g"), content("g", i)).unwrap();
+    }
+}
+
+fn build_delete_upper(s: &Stack, n: usize) {
+    for i in (0..n).filter(|i| i % 2 == 1) {
+        let r = s.upper().join(format!("R{i}"));
+        fs::create_dir_all(&r).unwrap();
+        fs::write(r.join("u"), content("upper", i)).unwrap();
+    }
+}
+
+/// `rm -rf R<i>` through the mount, bottom-up.
+fn delete_worker(root: PathBuf, indices: Vec<usize>) {
+    for i in indices {
+        let r = root.join(format!("R{i}"));
+        let mut steps: Vec<std::io::Result<()>> = Vec::new();
+        steps.push(fs::remove_file(r.join("s/g")));
+        steps.push(fs::remove_dir(r.join("s")));
+        for f in 0..TREE_FILES {
+            steps.push(fs::remove_file(r.join(format!("f{f}"))));
+        }
+        if i % 2 == 1 {
+            steps.push(fs::remove_file(r.join("u")));
+        }
+        if steps.iter().any(Result::is_err) || fs::remove_dir(&r).is_err() {
+            return;
+        }
+    }
+}
+
+/// Every tree is absent or a subset of its original entries with their original content.
+fn check_deleted(root: &Path, n: usize) -> usize {
+    let mut gone = 0;
+    for i in 0..n {
+        let r = root.join(format!("R{i}"));
+        let Ok(list) = fs::read_dir(&r) else {
+            assert!(
+                fs::symlink_metadata(&r).is_err(),
+                "R{i} unreadable but present"
+            );
+            gone += 1;
+            continue;
+        };
+        for e in list {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            let p = r.join(&name);
+            match name.as_str() {
+                "s" => {
+                    let inner: Vec<_> = fs::read_dir(&p)
+                        .unwrap()
+                        .map(|e| e.unwrap().file_name())
+                        .collect();
+                    assert!(inner.is_empty() || inner == ["g"], "R{i}/s holds {inner:?}");
+                    if !inner.is_empty() {
+                        assert_eq!(fs::read(p.join("g")).unwrap(), content("g", i));
+                    }
+                }
+                "u" if i % 2 == 1 => assert_eq!(fs::read(&p).unwrap(), content("upper", i)),
+                f if f.starts_with('f') => {
+                    let k: usize = f[1..].parse().unwrap();
+                    assert!(k < TREE_FILES);
+                    assert_eq!(
+                        fs::read(&p).unwrap(),
+                        content("tree", i * 10 + k),
+                        "R{i}/{f}"
+                    );
+                }
+                other => panic!("R{i} shows an entry that never existed: {other:?}"),
+            }
+        }
+    }
+    gone
+}
+
+#[test]
+fn kill_during_recursive_delete() {
+    if skip() {
+        return;
+    }
+    let started = Instant::now();
+    let n = env_num("CRASH_FILES", 600) as usize / 4;
+    let rounds = env_num("CRASH_ROUNDS", 3);
+    let s = Stack::new("rmrf");
+    build_delete_layers(&s, n);
+    let mut report = Vec::new();
+    for round in 0..rounds {
+        s.reset_upper();
+        build_delete_upper(&s, n);
+        let mut d = Daemon::start(&s);
+        let threads: Vec<_> = (0..3)
+            .map(|t| {
+                let root = d.merged.clone();
+                let idx: Vec<usize> = (0..n).filter(|i| i % 3 == t).collect();
+                std::thread::spawn(move || delete_worker(root, idx))
+            })
+            .collect();
+        std::thread::sleep(delay(round, 20, 400));
+        d.kill9();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let d = remount_clean(&s);
+        report.push(check_deleted(&d.merged, n));
+        // What survived is a consistent union: deleting the rest now works.
+        for i in 0..n {
+            let r = d.merged.join(format!("R{i}"));
+            if r.exists() {
+                fs::remove_dir_all(&r).unwrap_or_else(|e| panic!("rm -rf R{i} after remount: {e}"));
+            }
+        }
+        assert_eq!(check_deleted(&d.merged, n), n);
+    }
+    eprintln!(
+        "crash: {rounds} kills during rm -rf of {n} trees (trees gone at the kill: {report:?}) \
+         in {:.1} s",
         started.elapsed().as_secs_f64()
     );
 }
