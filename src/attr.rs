@@ -56,6 +56,24 @@ impl Union {
         Ok(self.attr_of(node, &st))
     }
 
+    /// `getattr` for the kernel: through the open file it names, if it names one of this
+    /// node's (fstat reaches that very object, whatever a racing rename does to the name; the
+    /// kernel asks this way when a reader refreshes its size), else by path. Owners kept in
+    /// override xattrs need the path.
+    pub fn getattr_via(&self, node: &Node, fh: Option<Fh>) -> SysResult<FileAttr> {
+        if self.ownership.override_key().is_none() {
+            if let Some(file) = fh.and_then(|fh| self.handles.file(fh).ok()) {
+                if file.node.ino == node.ino {
+                    let fd = file.fd(self)?;
+                    let mut st = sys::stat_fd(std::os::fd::AsFd::as_fd(&*fd))?;
+                    (st.st_uid, st.st_gid) = self.ownership.to_view(st.st_uid, st.st_gid);
+                    return Ok(self.attr_of(node, &st));
+                }
+            }
+        }
+        self.getattr(node)
+    }
+
     /// Applies `changes` to the upper copy of `node`, copying it up first.
     pub fn setattr(
         &self,

@@ -142,8 +142,11 @@ impl Filesystem for UnionFs {
         self.union.nodes.forget(ino.0, nlookup);
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.node(ino).and_then(|n| self.union.getattr(&n)) {
+    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self
+            .node(ino)
+            .and_then(|n| self.union.getattr_via(&n, fh.map(|f| f.0)))
+        {
             Ok(attr) => reply.attr(&self.ttl, &attr),
             Err(e) => reply.error(errno(e)),
         }
