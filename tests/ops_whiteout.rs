@@ -320,3 +320,42 @@ fn forged_whiteout_names_are_refused() {
         }
     });
 }
+
+/// Copies `o` up (chmod, new child), then checks lower(1)'s entries stay hidden.
+fn copy_up_opaque_dir(m: &Mount) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(m.path("o"), fs::Permissions::from_mode(0o700)).unwrap();
+    fs::write(m.path("o/added"), "a").unwrap();
+    fs::remove_file(m.path("o/own")).unwrap();
+    let seen = names(&m.path("o")).unwrap();
+    assert_eq!(
+        seen,
+        ["added"],
+        "lower entries leaked into a copied-up opaque dir"
+    );
+    // Empty in the merged view, so removable, even though lower(1) still has entries.
+    fs::remove_file(m.path("o/added")).unwrap();
+    fs::remove_dir(m.path("o")).unwrap();
+    expect_errno(fs::metadata(m.path("o")), libc::ENOENT, "o after rmdir");
+    seen
+}
+
+#[test]
+fn copying_up_an_opaque_lower_dir_keeps_it_opaque() {
+    both_backends(|b| {
+        let st = Stack::new();
+        opaque_stack(&st, false, Opaque::Trusted);
+        copy_up_opaque_dir(&st.mount(b))
+    });
+}
+
+#[test]
+fn copying_up_an_oci_opaque_lower_dir_keeps_it_opaque() {
+    unionfs_only(|b| {
+        for how in [Opaque::OciMarker, Opaque::FuseOverlayfs, Opaque::User] {
+            let st = Stack::new();
+            opaque_stack(&st, false, how);
+            copy_up_opaque_dir(&st.mount(b));
+        }
+    });
+}
