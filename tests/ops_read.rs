@@ -516,3 +516,70 @@ fn symlinked_directories_and_dotdot_resolve_in_the_view() {
         );
     });
 }
+
+#[test]
+fn deleting_entries_while_reading_a_directory_skips_none() {
+    both_backends(|b| {
+        let st = Stack::new();
+        let want = big_dir(&st);
+        let m = st.mount(b);
+        // What `rm -r` does: read a batch, delete it, read on. Entries not yet returned
+        // are untouched, so each must still come exactly once.
+        let dir = sys::open_dir(&m.path("big")).unwrap();
+        let mut seen = Vec::new();
+        loop {
+            let batch = sys::getdents(&dir, 300).unwrap();
+            if batch.is_empty() {
+                break;
+            }
+            for e in batch {
+                if e.name == "." || e.name == ".." {
+                    continue;
+                }
+                fs::remove_file(m.path(&format!("big/{}", e.name))).unwrap();
+                seen.push(e.name);
+            }
+        }
+        seen.sort();
+        assert_eq!(seen, want);
+        fs::remove_dir(m.path("big")).unwrap();
+        seen.len()
+    });
+}
+
+#[test]
+fn creating_entries_while_reading_a_directory_loses_none() {
+    both_backends(|b| {
+        let st = Stack::new();
+        let want = big_dir(&st);
+        let m = st.mount(b);
+        let dir = sys::open_dir(&m.path("big")).unwrap();
+        let mut seen = Vec::new();
+        let mut created = 0;
+        loop {
+            let batch = sys::getdents(&dir, 300).unwrap();
+            if batch.is_empty() {
+                break;
+            }
+            seen.extend(batch.into_iter().map(|e| e.name));
+            fs::write(m.path(&format!("big/added-during-read-{created}")), "n").unwrap();
+            created += 1;
+        }
+        // Old entries exactly once; entries added meanwhile at most once (POSIX leaves open
+        // whether they show).
+        let old: Vec<&String> = seen.iter().filter(|n| !n.starts_with("added-")).collect();
+        let mut old_sorted: Vec<&String> = old
+            .iter()
+            .copied()
+            .filter(|n| *n != "." && *n != "..")
+            .collect();
+        old_sorted.sort();
+        assert_eq!(old_sorted, want.iter().collect::<Vec<_>>());
+        let mut added: Vec<&String> = seen.iter().filter(|n| n.starts_with("added-")).collect();
+        let n = added.len();
+        added.sort();
+        added.dedup();
+        assert_eq!(added.len(), n, "an added entry came twice");
+        assert_eq!(names(&m.path("big")).unwrap().len(), want.len() + created);
+    });
+}
