@@ -217,6 +217,8 @@ t_diff() {
     e2e_has diff "$out" "A /data/r2"
     e2e_has diff "$out" "D /data/r1"
     e2e_has diff "$out" "A /data/sub/c2"
+    # the kernel reports the replaced directory as deleted, a naive diff its old children
+    grep -qxE 'D /data/sub(/b)?' <<<"$out" || { echo "CHECK FAILED: diff: /data/sub/b not deleted" >&2; return 1; }
     e2e_lacks diff "$out" '\.wh\.|unionfs|fuse'
 }
 
@@ -380,12 +382,30 @@ leftover_procs() { # mount program daemons, conmon, containers: anything naming 
 }
 
 # ---------------------------------------------------------------- runner
-PASSED=0 FAILED=0 FAILS=()
+# Failures that are not the mount program's, shown as XFAIL and not counted (XPASS if it works).
+xfail_reason() { # NAME
+    case $MODE/$1 in
+    root/uidmap)
+        # podman 4.3's containers/storage (Debian 12) gives a mount program both idmapped-mount
+        # lowers (.../mapped/N, already shifted to 400000+) and uidmapping=:0:400000:65536, so
+        # lower files are shifted twice and show as 65534; runc then cannot open /etc/hosts.
+        # Newer containers/storage skips the idmapped lowers when a mount program is set.
+        [ "$PROG" != native ] && echo "containers-storage 1.43 shifts lowers twice (idmapped mount + uidmapping=)" ;;
+    esac
+}
+PASSED=0 FAILED=0 XFAILED=0 FAILS=()
 run_test() { # NAME
-    local name=$MODE/$1 log=$W/logs/tests/$MODE-$1.log t0=$SECONDS rc
+    local name=$MODE/$1 log=$W/logs/tests/$MODE-$1.log t0=$SECONDS rc xf
     (set -e; "t_$1") >"$log" 2>&1
     rc=$?
-    if [ $rc = 0 ]; then
+    xf=$(xfail_reason "$1")
+    if [ -n "$xf" ] && [ $rc != 0 ]; then
+        XFAILED=$((XFAILED + 1))
+        printf 'XFAIL %-23s %3ss (%s)\n' "$name" $((SECONDS - t0)) "$xf"
+    elif [ -n "$xf" ]; then
+        PASSED=$((PASSED + 1))
+        printf 'XPASS %-23s %3ss (expected to fail: %s)\n' "$name" $((SECONDS - t0)) "$xf"
+    elif [ $rc = 0 ]; then
         PASSED=$((PASSED + 1))
         printf 'PASS %-24s %3ss\n' "$name" $((SECONDS - t0))
     else
@@ -452,5 +472,6 @@ for f in $(grep -l '^rc=[1-9]' "$W"/logs/calls/*.argv 2>/dev/null | head -5); do
 done
 [ $KEEP = 1 ] || rm -rf "$W/bin" "$W/rootfs" "$W/oci-wh" "$W/oci-work" "$W/ctx" "$W/base.tar"
 echo "logs: $W/logs   time: $(($(date +%s) - START))s   failed: ${FAILS[*]:-none}"
+[ $XFAILED = 0 ] || echo "$XFAILED expected failure(s) not counted (XFAIL lines above)"
 echo "$PASSED passed, $FAILED failed"
 [ $FAILED = 0 ]
