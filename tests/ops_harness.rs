@@ -58,16 +58,18 @@ fn the_guard_cleans_up_after_a_dead_daemon() {
         let pid = m.daemon_pid().unwrap();
         // SAFETY: plain kill(2) of the daemon this guard owns (not yet reaped).
         unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-        // The kernel fails requests to a dead daemon with ENOTCONN instead of hanging.
+        // The kernel fails requests to a dead daemon instead of hanging.
         let mut tries = 0;
-        while fs::read(m.path("f")).is_ok() && tries < 100 {
+        while fs::read(m.path("f")).is_ok() && tries < 200 {
             std::thread::sleep(std::time::Duration::from_millis(10));
             tries += 1;
         }
-        expect_errno(
-            fs::read(m.path("f")),
-            libc::ENOTCONN,
-            "read from a dead daemon",
+        let e = errno(&fs::read(m.path("f")));
+        // ENOTCONN once the connection is gone; ECONNABORTED while it is being torn down.
+        assert!(
+            e == libc::ENOTCONN || e == libc::ECONNABORTED,
+            "read from a dead daemon: {}",
+            errname(e)
         );
         let merged = m.root().to_path_buf();
         drop(m);
