@@ -1,9 +1,11 @@
 #!/bin/bash
 # End-to-end test of a FUSE overlay "mount program" under podman and buildah, as root and rootless.
 #
-#   scripts/podman-e2e.sh [--quick] [--root-only|--rootless-only] [--no-install] [--keep] PROG
+#   scripts/podman-e2e.sh [--quick] [--root-only|--rootless-only] [--no-install] [--keep] [PROG]
 #
-# PROG is unionfs-rs or /usr/bin/fuse-overlayfs (to check the script itself). Everything lives in
+# PROG is unionfs-rs (default: target/release/unionfs-rs, built if missing),
+# /usr/bin/fuse-overlayfs, or `native` for the kernel's overlayfs without a mount program (the
+# reference every test must pass; it checks the script itself). Everything lives in
 # a private directory /tmp/pod-e2e.XXXXXX: containers.conf and storage.conf (overlay driver,
 # mount_program = a logging wrapper around a copy of PROG), graphroot, runroot, tmp_dir, and a HOME
 # and XDG_RUNTIME_DIR for the rootless user, so the machine's own container storage is never
@@ -39,8 +41,11 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
-[ -n "$PROG" ] || { echo "usage: $0 [--quick] [--root-only|--rootless-only] [--no-install] [--keep] PROG" >&2; exit 2; }
 [ "$(id -u)" = 0 ] || { echo "run as root (it installs packages and switches to the test user)" >&2; exit 2; }
+if [ -z "$PROG" ]; then
+    PROG=$here/../target/release/unionfs-rs
+    [ -x "$PROG" ] || (cd "$here/.." && cargo build --release) || exit 2
+fi
 if [ "$PROG" != native ]; then
     PROG=$(readlink -f "$PROG")
     [ -x "$PROG" ] || { echo "not executable: $PROG" >&2; exit 2; }
@@ -440,7 +445,7 @@ cleanup_mode() {
 for MODE in $MODES; do
     setup_mode "$MODE"
     tests="config run_delete persist diff commit build three_layers oci_whiteouts buildah"
-    [ $QUICK = 1 ] && tests="config run_delete persist build oci_whiteouts"
+    [ $QUICK = 1 ] && tests="config run_delete persist diff commit build oci_whiteouts"
     [ "$MODE" = rootless ] && tests="$tests keep_id"
     [ "$MODE" = root ] && [ $QUICK = 0 ] && tests="$tests uidmap"
     for t in $tests leftovers; do
