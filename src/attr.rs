@@ -97,7 +97,7 @@ impl Union {
         self.with_name_pinned(node, || {
             let (dir, name) = self.parent_dir_in(node, self.upper_idx()?)?;
             let d = std::os::fd::AsFd::as_fd(&dir);
-            self.change_owner(d, &name, changes.uid, changes.gid)?;
+            self.change_owner(d, &name, node.kind, changes.uid, changes.gid)?;
             if let Some(mode) = changes.mode {
                 self.change_mode(d, &name, node.kind, mode)?;
             }
@@ -171,6 +171,7 @@ impl Union {
         &self,
         dir: BorrowedFd<'_>,
         name: &OsStr,
+        kind: Kind,
         uid: Option<u32>,
         gid: Option<u32>,
     ) -> SysResult<()> {
@@ -179,7 +180,7 @@ impl Union {
         }
         let uid = uid.map(|u| self.ownership.uid_to_disk(u)).transpose()?;
         let gid = gid.map(|g| self.ownership.gid_to_disk(g)).transpose()?;
-        if self.ownership.override_key().is_some() {
+        if self.overridden(kind) {
             return self.update_override(dir, name, |o| {
                 o.uid = uid.unwrap_or(o.uid);
                 o.gid = gid.unwrap_or(o.gid);
@@ -198,7 +199,7 @@ impl Union {
         if kind == Kind::Symlink {
             return Err(Errno::OPNOTSUPP);
         }
-        if self.ownership.override_key().is_some() {
+        if self.overridden(kind) {
             return self.update_override(dir, name, |o| o.perm = mode & 0o7777);
         }
         rustix::fs::chmodat(
@@ -207,6 +208,12 @@ impl Union {
             sys::Mode::from_raw_mode(mode & 0o7777),
             sys::AtFlags::empty(),
         )
+    }
+
+    /// Whether this object's owner and mode live in the override xattr (see `ownership`).
+    fn overridden(&self, kind: Kind) -> bool {
+        let file_or_dir = matches!(kind, Kind::File | Kind::Dir);
+        self.ownership.override_key_for(file_or_dir).is_some()
     }
 
     /// Rewrites the override xattr, starting from the recorded owner or the real one.

@@ -196,7 +196,9 @@ impl Union {
         } else if setgid_parent {
             let _ = sys::chown_at(dir, name, None, Some(gid));
         }
-        if self.ownership.override_key().is_some() && !matches!(what, NewObject::Symlink { .. }) {
+        let file_or_dir = matches!(what, NewObject::File { .. } | NewObject::Dir { .. });
+        let key = self.ownership.override_key_for(file_or_dir);
+        if let (Some(key), false) = (key, matches!(what, NewObject::Symlink { .. })) {
             let perm = match what {
                 NewObject::File { mode, .. }
                 | NewObject::Dir { mode }
@@ -204,7 +206,6 @@ impl Union {
                 NewObject::Symlink { .. } => 0o777,
             };
             let owner = Owner { uid, gid, perm };
-            let key = self.ownership.override_key().ok_or(Errno::INVAL)?;
             sys::xattr::set(
                 dir,
                 name,

@@ -59,6 +59,15 @@ impl Ownership {
         self.override_key.map(OsStr::new)
     }
 
+    /// The override xattr for one object, if ownership lives in one: the kernel allows `user.`
+    /// xattrs only on regular files and directories (EPERM on fifos, sockets, devices and
+    /// symlinks), so with `xattr_permissions=2` those keep their owner and mode in the inode.
+    pub fn override_key_for(&self, file_or_dir: bool) -> Option<&'static OsStr> {
+        self.override_key
+            .filter(|k| file_or_dir || !k.starts_with("user."))
+            .map(OsStr::new)
+    }
+
     /// Whether an xattr name is this mount's ownership store (hidden from the view).
     pub fn is_override_key(&self, key: &[u8]) -> bool {
         self.override_key.is_some_and(|k| k.as_bytes() == key)
@@ -158,6 +167,18 @@ mod tests {
         let o = Ownership::new(&f);
         assert_eq!(o.to_view(50, 0).0, OVERFLOW_ID);
         assert_eq!(o.uid_to_disk(5), Err(Errno::INVAL));
+    }
+
+    #[test]
+    fn user_override_only_on_files_and_dirs() {
+        let mut f = opts();
+        f.xattr_permissions = XattrPermissions::Containers;
+        let o = Ownership::new(&f);
+        assert!(o.override_key_for(true).is_some());
+        assert!(o.override_key_for(false).is_none());
+        f.xattr_permissions = XattrPermissions::Privileged;
+        let o = Ownership::new(&f);
+        assert!(o.override_key_for(false).is_some());
     }
 
     #[test]
