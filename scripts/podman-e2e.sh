@@ -27,12 +27,12 @@ here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=scripts/e2e-lib.sh
 . "$here/e2e-lib.sh"
 
-QUICK=0 MODES="root rootless" INSTALL=1 KEEP=0 PROG=
+QUICK=0 MODES="root rootless forcemask" INSTALL=1 KEEP=0 PROG=
 while [ $# -gt 0 ]; do
     case $1 in
     --quick) QUICK=1 ;;
     --root-only) MODES=root ;;
-    --rootless-only) MODES=rootless ;;
+    --rootless-only) MODES="rootless forcemask" ;;
     --no-install) INSTALL=0 ;;
     --keep) KEEP=1 ;;
     -h | --help) sed -n '2,/^$/s/^# \{0,1\}//p' "$0"; exit 0 ;;
@@ -131,8 +131,11 @@ rootless_storage_path = "$d/graph"
 EOF
     if [ "$PROG" != native ]; then
         printf '[storage.options.overlay]\nmount_program = "%s"\n' "$W/bin/mount-program" >>"$d/storage.conf"
+        # layers stored with mode 0755 and owned by the user; the real owner and mode live in
+        # user.containers.override_stat, and the mount program gets xattr_permissions=2
+        [ "$m" = forcemask ] && echo 'force_mask = "shared"' >>"$d/storage.conf"
     fi
-    if [ "$m" = rootless ]; then
+    if [ "$m" != root ]; then
         chown -R "$E2E_USER:" "$d"
         chmod 700 "$d/run/xdg"
     fi
@@ -370,10 +373,30 @@ union_mounts() { # mountinfo on stdin: fuse and overlay mount points under $W
     awk -v w="$W/" '{ fs = ""; for (i = 7; i <= NF; i++) if ($i == "-") { fs = $(i + 1); break }
         if (index($5, w) == 1 && (fs ~ /^fuse/ || fs == "overlay")) print $5, fs }'
 }
+t_force_mask() { # rootless with force_mask: ownership and modes kept in xattrs (xattr_permissions=2)
+    pm rm -f e2e-fm >/dev/null 2>&1 || true
+    local cmd='[ -e /x ] || { echo x > /x && chmod 640 /x && chown 5:6 /x && chmod 700 /data/sub && mkfifo /p && chown 7:7 /data/a; }; stat -c "%n %a %u:%g %F" /x /data/a /data/sub /bin/busybox /p'
+    local want='/x 640 5:6 regular file
+/data/a 644 7:7 regular file
+/data/sub 700 0:0 directory
+/bin/busybox 755 0:0 regular file
+/p 644 0:0 fifo'
+    e2e_eq "first run" "$(pm run --name e2e-fm localhost/e2e-base sh -c "$cmd")" "$want"
+    e2e_eq "start again" "$(pm start -a e2e-fm)" "$want"
+    local up
+    up=$(pm inspect --format '{{.GraphDriver.Data.UpperDir}}' e2e-fm)
+    ls -ln "$up" "$up/x"
+    getfattr -d -m - "$up/x" "$up/data/sub" 2>&1 || true
+    # not checked: containers-storage records /tmp's mode without the sticky bit (0:0:0777)
+    getfattr -d -m - "$(pm image inspect --format '{{.GraphDriver.Data.UpperDir}}' localhost/e2e-base)/tmp" 2>&1 || true
+    grep -q 'xattr_permissions=2' "$W"/logs/calls/*.argv
+    pm rm e2e-fm
+}
+
 leftover_mounts() { # in our namespace and in rootless podman's (which also holds a bind mount of
     # the driver home on itself: that one is podman's own and stays)
     union_mounts </proc/self/mountinfo
-    if [ "$MODE" = rootless ]; then
+    if [ "$MODE" != root ]; then
         pm unshare cat /proc/self/mountinfo 2>/dev/null | union_mounts
     fi
 }
@@ -431,10 +454,10 @@ cleanup_mode() {
     pm rm -a -f -t 0 >/dev/null 2>&1
     bh rm -a >/dev/null 2>&1
     pm system reset -f >/dev/null 2>&1
-    if [ "$MODE" = rootless ]; then
+    if [ "$MODE" != root ]; then
         # the pause process holding rootless podman's namespaces; started by us, ended by pid
         local pid
-        for pid in $(cat "$W"/rootless/run/xdg/libpod/tmp/pause.pid "$W"/rootless/tmp/pause.pid 2>/dev/null); do
+        for pid in $(cat "$W/$MODE"/run/xdg/libpod/tmp/pause.pid "$W/$MODE"/tmp/pause.pid 2>/dev/null); do
             kill "$pid" 2>/dev/null
         done
     fi
@@ -443,11 +466,16 @@ cleanup_mode() {
 }
 
 for MODE in $MODES; do
-    setup_mode "$MODE"
     tests="config run_delete persist diff commit build three_layers oci_whiteouts buildah"
     [ $QUICK = 1 ] && tests="config run_delete persist diff commit build oci_whiteouts"
     [ "$MODE" = rootless ] && tests="$tests keep_id"
     [ "$MODE" = root ] && [ $QUICK = 0 ] && tests="$tests uidmap"
+    if [ "$MODE" = forcemask ]; then
+        # force_mask needs a mount program; the kernel's overlayfs has no such mode
+        [ "$PROG" = native ] && continue
+        tests="config run_delete force_mask persist commit"
+    fi
+    setup_mode "$MODE"
     for t in $tests leftovers; do
         run_test "$t"
     done
