@@ -22,7 +22,8 @@
 #   --keep-data  keep the datasets in /tmp/bench-data for the next run (reused when present)
 #   --no-build   use the existing target/release/unionfs-rs
 #   --out DIR    results directory (default target/bench): raw.tsv, table.md, chart.png
-# Environment: URS_OPTS extra unionfs-rs options, FOVL_OPTS extra fuse-overlayfs -o options,
+# Environment: URS_BIN the unionfs-rs binary to measure (default: the release build),
+# URS_OPTS extra unionfs-rs options, FOVL_OPTS extra fuse-overlayfs -o options,
 # BENCH_ARGS arguments to prepend (so that `make bench BENCH_ARGS=--full` works).
 #
 # Workload ids: find3 statall lsR lsf lsl untar rmrf copyup chmod seqread seqwrite statdeep
@@ -91,11 +92,11 @@ if [[ ,$SYSTEMS, == *,fovl,* ]] && ! command -v fuse-overlayfs >/dev/null; then
 fi
 command -v python3 >/dev/null || apt_install python3 || die "python3 is missing"
 
-if [ "$BUILD" = 1 ]; then
+if [ "$BUILD" = 1 ] && [ -z "${URS_BIN:-}" ]; then
     log "building unionfs-rs (release)"
     (cd "$ROOT" && cargo build --release --quiet) || die "cargo build --release failed"
 fi
-URS=${CARGO_TARGET_DIR:-$ROOT/target}/release/unionfs-rs
+URS=${URS_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/unionfs-rs}
 [ -x "$URS" ] || die "$URS is missing (drop --no-build)"
 
 wanted() { [ -z "$ONLY" ] || [[ ,$ONLY, == *,$1,* ]]; }
@@ -362,7 +363,7 @@ run_deep() {
     echo "kernel: $(uname -r)"
     echo "filesystem: $(findmnt -n -o FSTYPE,OPTIONS --target "$RUN")"
     echo "fuse-overlayfs: $(fuse-overlayfs --version 2>&1 | grep -m1 '^fuse-overlayfs' || echo missing)"
-    echo "unionfs-rs: $(cd "$ROOT" && git describe --always --dirty 2>/dev/null) ${URS_OPTS:-}"
+    echo "unionfs-rs: ${URS_BIN:-$(cd "$ROOT" && git describe --always --dirty 2>/dev/null)} ${URS_OPTS:-}"
     [ -z "$BASE_BIN" ] || echo "baseline: $BASE_BIN"
 } >"$OUT/machine.txt"
 
