@@ -267,6 +267,7 @@ impl Union {
             layer: upper,
             dir_layers,
         });
+        self.index.drop_dir_names(node.ino); // it now has an upper layer its names never saw
         self.invalidate_aliases(node);
     }
 }

@@ -72,7 +72,7 @@ impl Union {
         } else {
             self.create_in_place(&target, name, &what, caller)?
         };
-        self.index.invalidate(parent.ino, name);
+        self.index.changed(parent.ino, name);
         let (node, stat) = self.adopt_new(parent, name, &target)?;
         let fh = match (what, fd) {
             (NewObject::File { flags, .. }, Some(fd)) => {
@@ -321,7 +321,7 @@ impl Union {
                 }
             }
         }
-        self.index.invalidate(parent.ino, name);
+        self.index.changed(parent.ino, name);
         node.add_alias(parent, name);
         node.add_lookup(1);
         let stat = self.stat_node(node)?;
@@ -373,6 +373,7 @@ impl Union {
                 name,
             )?;
         self.remove_from_upper(dir.as_fd(), name, &found, needs_whiteout)?;
+        self.index.changed(parent.ino, name);
         self.index.insert(parent.ino, name, Cached::Absent);
         let ino = self.mapper.map(found.identity.0, found.identity.1);
         if found.kind.is_dir() {

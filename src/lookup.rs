@@ -48,15 +48,28 @@ pub type DirOf<'a> = &'a dyn Fn(LayerIdx) -> SysResult<Arc<OwnedFd>>;
 
 /// Resolves `name` in the directory whose merged layers are `parent_layers`; `dir_of` opens
 /// that directory in a layer.
+///
+/// `listed`, when the directory's names are indexed, says which layers list the name at all:
+/// the others cannot have it nor whiteouts for it, so they are skipped (and when none is
+/// left, so is everything below the last one asked).
 pub fn resolve(
     stack: &LayerStack,
     dir_of: DirOf<'_>,
     parent_layers: &[LayerIdx],
     name: &OsStr,
+    listed: Option<&[LayerIdx]>,
 ) -> SysResult<Option<Resolved>> {
+    let asked: Vec<LayerIdx> = match listed {
+        Some(listed) => parent_layers
+            .iter()
+            .copied()
+            .filter(|l| listed.contains(l))
+            .collect(),
+        None => parent_layers.to_vec(),
+    };
     let mut found: Option<Resolved> = None;
-    for (pos, &layer) in parent_layers.iter().enumerate() {
-        let is_last = pos + 1 == parent_layers.len();
+    for (pos, &layer) in asked.iter().enumerate() {
+        let is_last = pos + 1 == asked.len();
         let answer = ask_layer(stack, layer, dir_of, name, is_last)?;
         let (stat, hides_below, origin) = match answer {
             LayerAnswer::Absent => continue,
@@ -177,7 +190,7 @@ pub fn lower_has_name(
         .copied()
         .filter(|&l| !stack.is_upper(l))
         .collect();
-    Ok(resolve(stack, dir_of, &lowers, name)?.is_some())
+    Ok(resolve(stack, dir_of, &lowers, name, None)?.is_some())
 }
 
 /// The identity recorded by copy-up on an upper object, if any.

@@ -14,6 +14,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
+use crate::index::DirNames;
 use crate::inode::{Ino, Kind, Node};
 use crate::layers::LayerIdx;
 use crate::sys::{self, Errno, SysResult};
@@ -44,11 +45,14 @@ struct Merge {
     visible: Vec<Candidate>,
     /// Name -> position in `visible`, or `None` for names deleted by a whiteout.
     seen: HashMap<Vec<u8>, Option<usize>>,
+    /// Every name each layer lists, for the index (lookups that follow a readdir).
+    names: DirNames,
 }
 
 impl Union {
     /// Builds the merged listing of a directory node.
     pub fn merged_listing(&self, dir: &Arc<Node>) -> SysResult<Vec<MergedEntry>> {
+        let epoch = self.index.epoch();
         let placement = dir.placement();
         let mut merge = Merge::default();
         let mut impure = false;
@@ -63,8 +67,9 @@ impl Union {
             }
             self.merge_layer(&mut merge, layer, fd, dir)?;
         }
-        merge
-            .visible
+        let Merge { visible, names, .. } = merge;
+        self.index.put_dir_names(dir.ino, names, epoch);
+        visible
             .into_iter()
             .map(|c| self.settle(dir, c, impure))
             .collect()
@@ -84,6 +89,7 @@ impl Union {
         let mut whiteouts = Vec::new();
         for entry in sys::read_dir_entries(fd)? {
             let name = entry.name;
+            merge.names.add(whiteout::listed_name(&name), layer);
             let target = match whiteout::role_by_name(&name) {
                 EntryRole::OpaqueMarker => continue,
                 EntryRole::WhiteoutFor(target) => {

@@ -222,8 +222,8 @@ impl Union {
         dst_node: Option<&Arc<Node>>,
         flags: RenameFlags,
     ) {
-        self.index.invalidate(src.parent.ino, src.name);
-        self.index.invalidate(dst.parent.ino, dst.name);
+        self.index.changed(src.parent.ino, src.name);
+        self.index.changed(dst.parent.ino, dst.name);
         if flags.contains(RenameFlags::EXCHANGE) {
             if let Some(d) = dst_node {
                 d.move_alias((dst.parent.ino, dst.name), src.parent, src.name);

@@ -13,7 +13,7 @@ use crate::config::{FsOptions, MountConfig};
 use crate::dirfds::DirFds;
 use crate::error::SetupError;
 use crate::handles::Handles;
-use crate::index::{Cached, PathIndex};
+use crate::index::{Cached, DirNames, PathIndex};
 use crate::inode::{Alias, InoMapper, Kind, Node, NodeTable, Placement, ROOT_INO};
 use crate::layers::{LayerIdx, LayerStack};
 use crate::lookup::{self, Resolved};
@@ -134,19 +134,48 @@ impl Union {
                 Cached::Present(r) => Some(r),
             });
         }
+        let epoch = self.index.epoch();
         let placement = parent.placement();
+        let names = self.dir_names(parent, &placement.dir_layers, epoch);
+        let listed = names.as_ref().and_then(|n| n.listed(name.as_bytes()));
         let found = lookup::resolve(
             &self.stack,
             &|l| self.dir_in(parent, l),
             &placement.dir_layers,
             name,
+            listed,
         )?;
         let value = match &found {
             Some(r) => Cached::Present(r.clone()),
             None => Cached::Absent,
         };
-        self.index.insert(parent.ino, name, value);
+        self.index
+            .insert_if_unchanged(parent.ino, name, value, epoch);
         Ok(found)
+    }
+
+    /// The directory's indexed names, read now if it spans several layers (a single-layer
+    /// directory is answered by one stat per lookup anyway). A directory that cannot be read
+    /// is simply not indexed.
+    fn dir_names(&self, dir: &Node, layers: &[LayerIdx], epoch: u64) -> Option<Arc<DirNames>> {
+        if let Some(names) = self.index.dir_names(dir.ino) {
+            return Some(names);
+        }
+        if layers.len() < 2 {
+            return None;
+        }
+        let mut names = DirNames::default();
+        for &layer in layers {
+            let fd = match self.dir_for_listing(dir, layer) {
+                Ok(fd) => fd,
+                Err(Errno::NOENT) | Err(Errno::NOTDIR) => continue,
+                Err(_) => return None,
+            };
+            for entry in sys::read_dir_entries(fd).ok()? {
+                names.add(whiteout::listed_name(&entry.name), layer);
+            }
+        }
+        Some(self.index.put_dir_names(dir.ino, names, epoch))
     }
 
     /// Hands a resolved child to the kernel: the node (one more lookup) and fresh attributes.
@@ -254,7 +283,7 @@ impl Union {
     /// Forgets cached resolutions of every name a node is reachable by.
     pub fn invalidate_aliases(&self, node: &Node) {
         for alias in node.aliases() {
-            self.index.invalidate(alias.parent.ino, &alias.name);
+            self.index.changed(alias.parent.ino, &alias.name);
         }
     }
 }

@@ -58,6 +58,14 @@ pub fn role_by_name(name: &[u8]) -> EntryRole {
     }
 }
 
+/// The name a listed entry speaks about: `.wh.X` speaks about `X`, anything else about itself.
+pub fn listed_name(name: &[u8]) -> &[u8] {
+    match name.strip_prefix(WH_PREFIX) {
+        Some(target) if name != OPAQUE_MARKER => target,
+        _ => name,
+    }
+}
+
 /// True for a kernel whiteout: a character device with device number 0/0.
 pub fn is_whiteout_stat(st: &Stat) -> bool {
     st.st_mode & libc::S_IFMT == libc::S_IFCHR && st.st_rdev == 0
