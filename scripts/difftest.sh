@@ -43,7 +43,7 @@ fi
 cd "$(dirname "$0")/.."
 cargo build -q "${PROFILE[@]}" --bin unionfs-rs
 test_bin=$(cargo test -q "${PROFILE[@]}" --no-run --test difftest --message-format=json 2>/dev/null |
-    sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
+    grep '"name":"difftest"' | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
 [ -n "$test_bin" ] || { echo "difftest.sh: could not build tests/difftest.rs" >&2; exit 1; }
 dir=$([ ${#PROFILE[@]} -gt 0 ] && echo release || echo debug)
 work=$(mktemp -d /tmp/ht-difftest-run.XXXXXX)
