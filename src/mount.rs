@@ -23,7 +23,7 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use fuser::{MountOption, SessionACL, SessionUnmounter};
+use fuser::{MountOption, SessionACL};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
 use tracing::{error, info, warn};
@@ -174,21 +174,34 @@ fn mount_and_serve(config: &MountConfig, on_live: impl FnOnce()) -> Result<(), S
     let fs = UnionFs::new(config)?;
     let union = fs.union();
     let mountpoint = config.mountpoint.clone();
-    let mut session = fuser::Session::new(fs, &mountpoint, &session_config(&config.fuse))
+    let session = fuser::Session::new(fs, &mountpoint, &session_config(&config.fuse))
         .map_err(|e| SetupError::io(format!("mounting {}", mountpoint.display()), e))?;
     info!(mountpoint = %mountpoint.display(), "mounted");
-    let unmounter = session.unmount_callable();
+    // fuser 0.18 unmounts the mountpoint *by path* when a session ends, even when the kernel
+    // has already ended the connection (its liveness check on /dev/fuse is inverted; fixed
+    // upstream, fuser issue 658). Container tools unmount us from outside and often mount a
+    // new union at the same path right away (docker: the -init layer, then the container;
+    // `podman mount` then `start`), and our late unmount then removed *their* new mount.
+    // `spawn` moves fuser's mount handle out of the session; it is never dropped, so fuser
+    // never unmounts: the mount ends from outside, or from our signal handler below.
+    let background = std::mem::ManuallyDrop::new(
+        session
+            .spawn()
+            .map_err(|e| SetupError::io("starting the FUSE session", e))?,
+    );
     let handle = signals.handle();
+    let watched = mountpoint.clone();
     let watcher = std::thread::Builder::new()
         .name("signals".into())
-        .spawn(move || watch_signals(signals, unmounter, mountpoint, union))
+        .spawn(move || watch_signals(signals, watched, union))
         .map_err(|e| SetupError::io("starting the signal thread", e))?;
     on_live();
-    let served = session.run();
+    while !background.guard.is_finished() {
+        std::thread::park_timeout(std::time::Duration::from_millis(100));
+    }
     handle.close();
     let _ = watcher.join();
-    served.map_err(|e| SetupError::io("serving the mount", e))?;
-    info!("unmounted; exiting");
+    info!(mountpoint = %mountpoint.display(), "unmounted; exiting");
     Ok(())
 }
 
@@ -197,7 +210,6 @@ fn mount_and_serve(config: &MountConfig, on_live: impl FnOnce()) -> Result<(), S
 /// stderr is /dev/null, so there `unionfs-rs stats MERGED` is the way to read it).
 fn watch_signals(
     mut signals: Signals,
-    mut unmounter: SessionUnmounter,
     mountpoint: PathBuf,
     union: std::sync::Arc<crate::union::Union>,
 ) {
@@ -214,8 +226,10 @@ fn watch_signals(
         unmounting = true;
         // Unmount first, log after: whatever happens to logging, the mount must not outlive
         // the process as a dead "transport endpoint".
-        match unmounter.unmount() {
+        match rustix::mount::unmount(&mountpoint, rustix::mount::UnmountFlags::empty()) {
             Ok(()) => info!(signal, mountpoint = %mountpoint.display(), "unmounted"),
+            // not root: only fusermount3 may unmount us, which detach() runs
+            Err(rustix::io::Errno::PERM) => detach(&mountpoint),
             Err(e) => {
                 detach(&mountpoint);
                 warn!("unmount failed ({e}); detached lazily");
