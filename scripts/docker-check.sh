@@ -4,8 +4,8 @@
 #   scripts/docker-check.sh [--no-install] [--keep] [--log] [PROG]
 #
 # Docker's fuse-overlayfs graph driver runs whatever `fuse-overlayfs` is first in PATH. This
-# script offers PROG (default target/release/unionfs-rs; /usr/bin/fuse-overlayfs for comparison)
-# under that name through a symlink directory put first in dockerd's PATH, starts a private
+# script offers PROG (default target/release/unionfs-rs; /usr/bin/fuse-overlayfs for comparison;
+# `native` runs the overlay2 driver on the kernel's overlayfs instead, the reference) under that name through a symlink directory put first in dockerd's PATH, starts a private
 # dockerd by hand (own --data-root, --exec-root, pidfile and socket under /tmp/pod-docker.*, its
 # own managed containerd, no bridge, no iptables; the machine's docker service, if any, is not
 # touched), then: imports a busybox root filesystem, runs containers that write and delete,
@@ -39,8 +39,13 @@ if [ -z "$PROG" ]; then
     PROG=$here/../target/release/unionfs-rs
     [ -x "$PROG" ] || (cd "$here/.." && cargo build --release) || exit 2
 fi
-PROG=$(readlink -f "$PROG")
-[ -x "$PROG" ] || { echo "not executable: $PROG" >&2; exit 2; }
+DRIVER=fuse-overlayfs
+if [ "$PROG" = native ]; then
+    DRIVER=overlay2
+else
+    PROG=$(readlink -f "$PROG")
+    [ -x "$PROG" ] || { echo "not executable: $PROG" >&2; exit 2; }
+fi
 START=$(date +%s)
 
 [ $INSTALL = 1 ] && { e2e_install docker.io busybox-static fuse3 || exit 2; }
@@ -53,7 +58,9 @@ W=/tmp/pod-docker.$(tr -dc 'a-z0-9' </dev/urandom | head -c 8)
 mkdir -m 755 "$W" || exit 2
 mkdir -p "$W/bin" "$W/logs"
 # The install recipe from docs/CONTAINERS.md: the program under the name fuse-overlayfs.
-if [ $LOG = 0 ]; then
+if [ $DRIVER = overlay2 ]; then
+    :
+elif [ $LOG = 0 ]; then
     ln -s "$PROG" "$W/bin/fuse-overlayfs"
 else
     mkdir -p "$W/logs/calls"
@@ -70,7 +77,11 @@ EOF
 fi
 echo '{}' >"$W/daemon.json" # not /etc/docker/daemon.json
 export DOCKER_HOST=unix://$W/docker.sock
-echo "prog: $PROG ($("$PROG" --version 2>&1 | head -1)) as $W/bin/fuse-overlayfs"
+if [ $DRIVER = overlay2 ]; then
+    echo "prog: native (overlay2 driver, kernel overlayfs)"
+else
+    echo "prog: $PROG ($("$PROG" --version 2>&1 | head -1)) as $W/bin/fuse-overlayfs"
+fi
 echo "dir:  $W"
 
 PASSED=0 FAILED=0 FAILS=()
@@ -94,7 +105,7 @@ DOCKERD_PID=
 t_dockerd() { # started by hand; it must come up with the fuse-overlayfs driver
     PATH=$W/bin:$PATH setsid "$DOCKERD" --config-file "$W/daemon.json" \
         --data-root "$W/data" --exec-root "$W/exec" --pidfile "$W/docker.pid" \
-        -H "$DOCKER_HOST" --storage-driver fuse-overlayfs \
+        -H "$DOCKER_HOST" --storage-driver "$DRIVER" \
         --bridge none --iptables=false --ip6tables=false --ip-masq=false \
         >"$W/logs/dockerd.log" 2>&1 </dev/null &
     local i
@@ -103,7 +114,7 @@ t_dockerd() { # started by hand; it must come up with the fuse-overlayfs driver
         kill -0 $! 2>/dev/null || { tail -20 "$W/logs/dockerd.log"; return 1; }
         sleep 0.5
     done
-    dk info --format '{{.Driver}}' | tee /dev/stderr | grep -qx fuse-overlayfs
+    dk info --format '{{.Driver}}' | tee /dev/stderr | grep -qx "$DRIVER"
 }
 
 t_import() {
