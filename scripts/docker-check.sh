@@ -101,15 +101,13 @@ run_test() { # NAME: runs t_NAME in a subshell with set -e, output to logs/NAME.
 }
 dk() { timeout -k 10 180 "$D" "$@"; }
 
-DOCKERD_PID=
 t_dockerd() { # started by hand; it must come up with the fuse-overlayfs driver
     PATH=$W/bin:$PATH setsid "$DOCKERD" --config-file "$W/daemon.json" \
         --data-root "$W/data" --exec-root "$W/exec" --pidfile "$W/docker.pid" \
         -H "$DOCKER_HOST" --storage-driver "$DRIVER" \
         --bridge none --iptables=false --ip6tables=false --ip-masq=false \
         >"$W/logs/dockerd.log" 2>&1 </dev/null &
-    local i
-    for i in $(seq 120); do
+    for _ in $(seq 120); do
         dk version >/dev/null 2>&1 && break
         kill -0 $! 2>/dev/null || { tail -20 "$W/logs/dockerd.log"; return 1; }
         sleep 0.5
@@ -208,16 +206,16 @@ t_stop() { # remove everything, stop dockerd (it stops its containerd); nothing 
 }
 
 stop_dockerd() {
-    local pid i
+    local pid
     pid=$(cat "$W/docker.pid" 2>/dev/null) || return 0
     kill "$pid" 2>/dev/null
-    for i in $(seq 60); do
+    for _ in $(seq 60); do
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.5
     done
     kill -0 "$pid" 2>/dev/null && kill -9 "$pid"
     # the managed containerd exits with dockerd; give the mount daemons a moment after unmount
-    for i in $(seq 20); do
+    for _ in $(seq 20); do
         [ -z "$(our_procs)" ] && break
         sleep 0.5
     done
@@ -239,7 +237,7 @@ if [ $KEEP = 0 ]; then
     union_mounts | cut -d' ' -f1 | sort -r | xargs -r -n1 umount -l
     p=$(our_procs)
     [ -n "$p" ] && { echo "still running (not killed):"; echo "$p"; }
-    rm -rf "$W/data" "$W/exec" "$W/rootfs" "$W/ctx" "$W/base.tar" "$W/bin"
+    (cd "${W:?}" && rm -rf data exec rootfs ctx base.tar bin)
 fi
 echo "logs: $W/logs   time: $(($(date +%s) - START))s   failed: ${FAILS[*]:-none}"
 echo "$PASSED passed, $FAILED failed"

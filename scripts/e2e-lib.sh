@@ -1,4 +1,5 @@
 # shellcheck shell=bash
+# shellcheck disable=SC2034 # E2E_* constants are used by the scripts that source this file
 # Helpers shared by scripts/podman-e2e.sh and scripts/docker-check.sh: package installation, the
 # busybox root filesystem the test images are built from, a hand-made OCI layout whose layers
 # carry AUFS/OCI whiteouts, and small assertions.

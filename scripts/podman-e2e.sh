@@ -358,8 +358,8 @@ t_uidmap() { # root with a user namespace: containers/storage may pass uidmappin
 t_leftovers() { # nothing mounted or running once every container is gone
     pm rm -a -f -t 0 >/dev/null
     bh rm -a >/dev/null 2>&1 || true
-    local i m p
-    for i in $(seq 50); do
+    local m p
+    for _ in $(seq 50); do
         m=$(leftover_mounts)
         p=$(leftover_procs)
         [ -z "$m$p" ] && break
@@ -503,7 +503,7 @@ for f in $(grep -l '^rc=[1-9]' "$W"/logs/calls/*.argv 2>/dev/null | head -5); do
     echo "  failed call: $(grep '^arg:' "$f" | sed 's/^arg: //' | tr '\n' ' ')"
     sed 's/^/    stderr: /' "${f%.argv}.err" 2>/dev/null | head -5
 done
-[ $KEEP = 1 ] || rm -rf "$W/bin" "$W/rootfs" "$W/oci-wh" "$W/oci-work" "$W/ctx" "$W/base.tar"
+[ $KEEP = 1 ] || (cd "${W:?}" && rm -rf bin rootfs oci-wh oci-work ctx base.tar)
 echo "logs: $W/logs   time: $(($(date +%s) - START))s   failed: ${FAILS[*]:-none}"
 [ $XFAILED = 0 ] || echo "$XFAILED expected failure(s) not counted (XFAIL lines above)"
 echo "$PASSED passed, $FAILED failed"
