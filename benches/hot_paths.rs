@@ -89,7 +89,7 @@ fn present_dummy() -> Cached {
             let dir = scratch();
             std::fs::write(dir.path().join("f"), b"x").unwrap();
             let stack = open_stack(&[dir.path().to_path_buf()], None);
-            let found = lookup::resolve(&stack, &|l| open_in(&stack, l, b""), &[LayerIdx(0)], OsStr::new("f"))
+            let found = lookup::resolve(&stack, &|l| open_in(&stack, l, b""), &[LayerIdx(0)], OsStr::new("f"), None)
                 .unwrap()
                 .unwrap();
             Cached::Present(found)
@@ -145,13 +145,13 @@ fn lookup_depth(b: &mut Bench) {
         let bottom_fd = fds.last().unwrap().clone();
         b.compare(
             &format!("resolve, dir fds cached ({depth} layers)"),
-            || lookup::resolve(&stack, &|l| Ok(fds[l.index()].clone()), &all, name).unwrap(),
+            || lookup::resolve(&stack, &|l| Ok(fds[l.index()].clone()), &all, name, None).unwrap(),
             "fstatat in the bottom layer",
             || sys::stat_at(bottom_fd.as_fd(), name).unwrap(),
         );
         b.compare(
             &format!("resolve, dir opened per layer ({depth} layers)"),
-            || lookup::resolve(&stack, &|l| open_in(&stack, l, b"d"), &all, name).unwrap(),
+            || lookup::resolve(&stack, &|l| open_in(&stack, l, b"d"), &all, name, None).unwrap(),
             "fstatat in every layer",
             || {
                 for fd in &fds {
