@@ -7,7 +7,7 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 
 LIB := source scripts/lib.sh &&
 # External suites and benchmarks live in scripts/, one script per target.
-SUITES := bench pjdfstest fsx difftest stress podman-e2e
+SUITES := bench pjdfstest fsx difftest stress podman-e2e docker-check
 
 .PHONY: all build test lint demo deps $(SUITES)
 
