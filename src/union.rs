@@ -253,7 +253,9 @@ impl Union {
     /// `ownership`).
     pub fn stat_node(&self, node: &Node) -> SysResult<Stat> {
         let mut st = if node.is_unlinked() {
-            self.handles.stat_open_file(node.ino).ok_or(Errno::NOENT)?
+            node.pinned_stat()
+                .or_else(|| self.handles.stat_open_file(node.ino))
+                .ok_or(Errno::NOENT)?
         } else {
             let (dir, name) = self.parent_dir_in(node, node.layer())?;
             let mut st = sys::stat_at(dir.as_fd(), &name)?;
