@@ -71,7 +71,17 @@ impl Union {
                 }
             }
         }
-        self.getattr(node)
+        if node.is_unlinked() {
+            return self.getattr(node);
+        }
+        // By path, so with the name pinned: `fstat` comes without a handle, and in a racing
+        // rename's window the name already leads to the new object, whose size the kernel
+        // would then give the reader's open file (torn reads). If the name moved while we
+        // waited, the node now answers through its new name or its open handle.
+        match self.with_name_pinned(node, || self.getattr(node)) {
+            Err(Errno::STALE) => self.getattr(node),
+            other => other,
+        }
     }
 
     /// Applies `changes` to the upper copy of `node`, copying it up first.
