@@ -112,6 +112,23 @@ fn reply_xattr(reply: ReplyXattr, size: u32, result: SysResult<Vec<u8>>) {
     }
 }
 
+impl UnionFs {
+    /// mknod, mkdir and symlink: create the object, reply with its entry.
+    fn create_entry(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        what: NewObject<'_>,
+        reply: ReplyEntry,
+    ) {
+        let result = self
+            .node(parent)
+            .and_then(|p| self.union.create_object(&p, name, what, caller(req)));
+        reply_entry(self, reply, result.map(|(n, st, _)| (n, st)));
+    }
+}
+
 impl Filesystem for UnionFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let _ = config.set_max_write(MAX_WRITE);
@@ -208,10 +225,7 @@ impl Filesystem for UnionFs {
             mode: mode & !umask,
             rdev: rdev as u64,
         };
-        let result = self
-            .node(parent)
-            .and_then(|p| self.union.create_object(&p, name, what, caller(req)));
-        reply_entry(self, reply, result.map(|(n, st, _)| (n, st)));
+        self.create_entry(req, parent, name, what, reply);
     }
 
     fn mkdir(
@@ -226,10 +240,7 @@ impl Filesystem for UnionFs {
         let what = NewObject::Dir {
             mode: mode & !umask,
         };
-        let result = self
-            .node(parent)
-            .and_then(|p| self.union.create_object(&p, name, what, caller(req)));
-        reply_entry(self, reply, result.map(|(n, st, _)| (n, st)));
+        self.create_entry(req, parent, name, what, reply);
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -257,10 +268,7 @@ impl Filesystem for UnionFs {
         let what = NewObject::Symlink {
             target: target.as_os_str(),
         };
-        let result = self
-            .node(parent)
-            .and_then(|p| self.union.create_object(&p, link_name, what, caller(req)));
-        reply_entry(self, reply, result.map(|(n, st, _)| (n, st)));
+        self.create_entry(req, parent, link_name, what, reply);
     }
 
     fn rename(
