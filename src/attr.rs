@@ -13,7 +13,7 @@ use fuser::{FileAttr, FileType, INodeNo};
 use crate::copy_up::CopyUpData;
 use crate::handles::Fh;
 use crate::inode::{Kind, Node};
-use crate::ownership::{Owner, format_override};
+use crate::ownership::{Owner, store_override};
 use crate::sys::{self, Errno, OFlags, Stat, SysResult};
 use crate::union::Union;
 use std::ffi::OsStr;
@@ -246,13 +246,7 @@ impl Union {
             }
         };
         change(&mut owner);
-        sys::xattr::set(
-            dir,
-            name,
-            key,
-            &format_override(owner),
-            sys::xattr::XattrFlags::empty(),
-        )
+        store_override(dir, name, key, owner)
     }
 
     fn truncate(&self, node: &Node, fh: Option<Fh>, size: u64) -> SysResult<()> {

@@ -274,13 +274,5 @@ impl Union {
 
 /// Opens the source file for reading without moving its atime where we may avoid it.
 fn open_source(src: &Source<'_>) -> SysResult<OwnedFd> {
-    match sys::open_at(
-        src.dir,
-        src.name,
-        OFlags::RDONLY | OFlags::NOATIME,
-        Mode::empty(),
-    ) {
-        Err(Errno::PERM) => sys::open_at(src.dir, src.name, OFlags::RDONLY, Mode::empty()),
-        other => other,
-    }
+    sys::open_at_noatime(src.dir, src.name, OFlags::RDONLY)
 }

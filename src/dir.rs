@@ -19,7 +19,7 @@ use crate::index::Cached;
 use crate::inode::{Alias, Kind, Node, Placement};
 use crate::layers::remove_tree;
 use crate::lookup::{self, Resolved};
-use crate::ownership::{Owner, format_override};
+use crate::ownership::{Owner, store_override};
 use crate::sys::{self, Errno, Mode, OFlags, Stat, SysResult};
 use crate::union::{Caller, Union};
 use crate::whiteout;
@@ -205,14 +205,7 @@ impl Union {
                 | NewObject::Node { mode, .. } => mode & 0o7777,
                 NewObject::Symlink { .. } => 0o777,
             };
-            let owner = Owner { uid, gid, perm };
-            sys::xattr::set(
-                dir,
-                name,
-                key,
-                &format_override(owner),
-                sys::xattr::XattrFlags::empty(),
-            )?;
+            store_override(dir, name, key, Owner { uid, gid, perm })?;
         }
         if let NewObject::Dir { mode } = what {
             // chown cleared nothing on a directory, but the work dir is not set-group-ID, so the
@@ -233,8 +226,9 @@ impl Union {
         Ok(())
     }
 
-    /// Marks a directory being built opaque.
-    fn make_opaque_at(&self, dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<()> {
+    /// Marks the directory `name` in `dir` opaque (being built, or being moved onto a name a
+    /// lower has).
+    pub(crate) fn make_opaque_at(&self, dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<()> {
         let fd = sys::open_at(dir, name, OFlags::PATH | OFlags::DIRECTORY, Mode::empty())?;
         whiteout::make_opaque(fd.as_fd(), &self.stack.format)?;
         self.metrics.record_opaque();

@@ -126,17 +126,7 @@ impl Union {
     /// Opens a node's object in `layer` without following symlinks.
     pub fn open_real(&self, node: &Node, layer: LayerIdx, flags: OFlags) -> SysResult<OwnedFd> {
         let (dir, name) = self.parent_dir_in(node, layer)?;
-        let fd = sys::open_at(
-            dir.as_fd(),
-            &name,
-            flags | OFlags::NOATIME,
-            sys::Mode::empty(),
-        );
-        match fd {
-            // O_NOATIME is only for the owner (or CAP_FOWNER); without it atimes of lowers may move.
-            Err(Errno::PERM) => sys::open_at(dir.as_fd(), &name, flags, sys::Mode::empty()),
-            other => other,
-        }
+        sys::open_at_noatime(dir.as_fd(), &name, flags)
     }
 
     /// `open(2)`: copies up first when the open may write.

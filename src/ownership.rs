@@ -14,6 +14,7 @@
 //! options set every function here is the identity and costs nothing.
 
 use std::ffi::OsStr;
+use std::os::fd::BorrowedFd;
 
 use crate::config::{FsOptions, IdMapping, XattrPermissions};
 use crate::sys::{Errno, SysResult};
@@ -128,6 +129,22 @@ pub fn parse_override(raw: &[u8]) -> Option<Owner> {
         gid,
         perm: mode & 0o7777,
     })
+}
+
+/// Writes `owner` into the override xattr `key` of `name` in `dir`.
+pub fn store_override(
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
+    key: &OsStr,
+    owner: Owner,
+) -> SysResult<()> {
+    crate::sys::xattr::set(
+        dir,
+        name,
+        key,
+        &format_override(owner),
+        crate::sys::xattr::XattrFlags::empty(),
+    )
 }
 
 /// Formats an override value; the real object's type is kept by the object itself.

@@ -17,7 +17,7 @@ use crate::index::Cached;
 use crate::inode::Node;
 use crate::layers::remove_tree;
 use crate::lookup::{self, Resolved};
-use crate::sys::{self, Errno, Mode, OFlags, RenameFlags, SysResult};
+use crate::sys::{self, Errno, RenameFlags, SysResult};
 use crate::union::Union;
 use crate::whiteout;
 
@@ -132,12 +132,12 @@ impl Union {
         let (sd, dd) = (src_dir.as_fd(), dst_dir.as_fd());
         let src_is_dir = src.found.as_ref().is_some_and(|f| f.kind.is_dir());
         if src_is_dir && self.lower_has(dst)? {
-            self.make_opaque_at_name(sd, src.name)?;
+            self.make_opaque_at(sd, src.name)?;
         }
         if flags.contains(RenameFlags::EXCHANGE) {
             let dst_is_dir = dst.found.as_ref().is_some_and(|f| f.kind.is_dir());
             if dst_is_dir && self.lower_has(src)? {
-                self.make_opaque_at_name(dd, dst.name)?;
+                self.make_opaque_at(dd, dst.name)?;
             }
             return sys::rename_at(sd, src.name, dd, dst.name, RenameFlags::EXCHANGE);
         }
@@ -210,13 +210,6 @@ impl Union {
             &side.parent.placement().dir_layers,
             side.name,
         )
-    }
-
-    fn make_opaque_at_name(&self, dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<()> {
-        let fd = sys::open_at(dir, name, OFlags::PATH | OFlags::DIRECTORY, Mode::empty())?;
-        whiteout::make_opaque(fd.as_fd(), &self.stack.format)?;
-        self.metrics.record_opaque();
-        Ok(())
     }
 
     /// Node aliases and the index follow the names; a moved copied-up file marks its new

@@ -89,9 +89,15 @@ pub fn open_dir_read(root: BorrowedFd<'_>, rel: &[u8]) -> SysResult<OwnedFd> {
 
 /// A readable fd of the directory an `O_PATH` fd names (for getdents), without a path walk.
 pub fn reopen_dir_read(dir: BorrowedFd<'_>) -> SysResult<OwnedFd> {
-    let flags = OFlags::RDONLY | OFlags::DIRECTORY;
-    match open_at(dir, OsStr::new("."), flags | OFlags::NOATIME, Mode::empty()) {
-        Err(Errno::PERM) => open_at(dir, OsStr::new("."), flags, Mode::empty()),
+    open_at_noatime(dir, OsStr::new("."), OFlags::RDONLY | OFlags::DIRECTORY)
+}
+
+/// `open_at` with `O_NOATIME`, so reading a lower never moves its atime (kernel overlayfs
+/// opens every real file so). Only the owner or a holder of CAP_FOWNER may ask for it; for
+/// others it falls back to a plain open.
+pub fn open_at_noatime(dir: BorrowedFd<'_>, name: &OsStr, flags: OFlags) -> SysResult<OwnedFd> {
+    match open_at(dir, name, flags | OFlags::NOATIME, Mode::empty()) {
+        Err(Errno::PERM) => open_at(dir, name, flags, Mode::empty()),
         other => other,
     }
 }
