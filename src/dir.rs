@@ -388,9 +388,6 @@ impl Union {
         needs_whiteout: bool,
     ) -> SysResult<()> {
         let in_upper = self.stack.is_upper(found.placement.layer);
-        if in_upper {
-            self.pin_if_known(dir, name, found);
-        }
         let work = self.stack.work()?;
         let format = &self.stack.format;
         if needs_whiteout {
@@ -431,19 +428,6 @@ impl Union {
             sys::rename_at(dir, name, wfd, &tmp, sys::RenameFlags::empty())?;
         }
         remove_tree(wfd, &tmp)
-    }
-
-    /// Before an upper object loses its last name: if the kernel knows its node, hold the object
-    /// open so its inode number stays taken until the kernel forgets the node (see
-    /// `Node::pinned`). Objects with other links keep their number anyway; pinning them is
-    /// harmless.
-    pub fn pin_if_known(&self, dir: BorrowedFd<'_>, name: &OsStr, found: &Resolved) {
-        let ino = self.mapper.map(found.identity.0, found.identity.1);
-        if let Some(node) = self.nodes.try_get(ino) {
-            if let Ok(fd) = sys::open_at(dir, name, OFlags::PATH, Mode::empty()) {
-                node.pin(fd);
-            }
-        }
     }
 
     /// A node for a name that the kernel may not hold, just to walk its directory.

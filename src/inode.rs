@@ -14,7 +14,6 @@
 //! only its open files reach it. Kernel analog: `struct ovl_inode`, `ovl_map_ino`.
 
 use std::ffi::{OsStr, OsString};
-use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -97,12 +96,6 @@ pub struct Node {
     pub copy_up_lock: Mutex<()>,
     /// Serialises namespace changes inside this directory (see the lock order in `fs`).
     pub dir_lock: Mutex<()>,
-    /// The real object, held open once its last name in the upper is removed while the kernel
-    /// still knows the node: the filesystem cannot reuse its inode number (our node id) for a
-    /// new object until the kernel forgets the node, as kernel overlayfs keeps a reference on
-    /// its real inode. Without it a file replaced by rename while a reader has it open would
-    /// hand the reader's inode number to the next new file (torn reads, or EIO).
-    pinned: Mutex<Option<OwnedFd>>,
 }
 
 impl Node {
@@ -118,7 +111,6 @@ impl Node {
             }),
             copy_up_lock: Mutex::new(()),
             dir_lock: Mutex::new(()),
-            pinned: Mutex::new(None),
         }
     }
 
@@ -137,17 +129,6 @@ impl Node {
     /// The first alias, by which the object's data is reached (all aliases share the object).
     pub fn primary_alias(&self) -> Option<Alias> {
         self.state.read().aliases.first().cloned()
-    }
-
-    /// Keeps the real object open until the node is dropped (see `pinned`).
-    pub fn pin(&self, fd: OwnedFd) {
-        *self.pinned.lock() = Some(fd);
-    }
-
-    /// `fstat` of the pinned object of an unlinked node.
-    pub fn pinned_stat(&self) -> Option<crate::sys::Stat> {
-        let pinned = self.pinned.lock();
-        crate::sys::stat_fd(std::os::fd::AsFd::as_fd(pinned.as_ref()?)).ok()
     }
 
     pub fn aliases(&self) -> Vec<Alias> {

@@ -141,13 +141,6 @@ impl Union {
             }
             return sys::rename_at(sd, src.name, dd, dst.name, RenameFlags::EXCHANGE);
         }
-        if let Some(replaced) = dst
-            .found
-            .as_ref()
-            .filter(|d| self.stack.is_upper(d.placement.layer))
-        {
-            self.pin_if_known(dd, dst.name, replaced);
-        }
         self.clear_upper_dst(dd, dst)?;
         if self.lower_has(src)? {
             self.metrics.record_whiteout();

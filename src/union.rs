@@ -253,9 +253,7 @@ impl Union {
     /// `ownership`).
     pub fn stat_node(&self, node: &Node) -> SysResult<Stat> {
         let mut st = if node.is_unlinked() {
-            node.pinned_stat()
-                .or_else(|| self.handles.stat_open_file(node.ino))
-                .ok_or(Errno::NOENT)?
+            self.handles.stat_open_file(node.ino).ok_or(Errno::NOENT)?
         } else {
             let (dir, name) = self.parent_dir_in(node, node.layer())?;
             let mut st = sys::stat_at(dir.as_fd(), &name)?;
