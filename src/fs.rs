@@ -445,11 +445,12 @@ impl Filesystem for UnionFs {
             Ok(found) => found,
             Err(e) => return reply.error(errno(e)),
         };
+        let listed_at = entries.epoch();
         // Looked up one at a time, as the reply takes them: the kernel's buffer holds a few
         // dozen entries, and looking up the rest of a big directory on every call was quadratic.
         for (next, entry) in entries {
             // An entry that vanished since the listing was taken is simply left out.
-            let Ok((node, st)) = self.union.entry_plus(&dir, &entry) else {
+            let Ok((node, st)) = self.union.entry_plus(&dir, &entry, listed_at) else {
                 continue;
             };
             let full = reply.add(

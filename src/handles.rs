@@ -18,7 +18,7 @@ use parking_lot::{Mutex, RwLock};
 use crate::copy_up::CopyUpData;
 use crate::inode::{Ino, Node, ROOT_INO};
 use crate::layers::LayerIdx;
-use crate::readdir::MergedEntry;
+use crate::readdir::Listing;
 use crate::sys::{self, Errno, OFlags, Stat, SysResult};
 use crate::union::Union;
 
@@ -52,7 +52,7 @@ impl OpenFile {
 #[derive(Debug)]
 pub struct OpenDir {
     pub node: Arc<Node>,
-    pub listing: Mutex<Arc<Vec<MergedEntry>>>,
+    pub listing: Mutex<Arc<Listing>>,
 }
 
 #[derive(Debug, Default)]

@@ -14,10 +14,12 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
-use crate::index::DirNames;
-use crate::inode::{Ino, Kind, Node};
+use crate::index::{Cached, DirNames};
+use crate::inode::{Ino, Kind, Node, Placement};
 use crate::layers::LayerIdx;
+use crate::lookup::Resolved;
 use crate::sys::{self, Errno, SysResult};
+use crate::union::Freshness;
 use crate::union::Union;
 use crate::whiteout::{self, EntryRole};
 
@@ -27,6 +29,23 @@ pub struct MergedEntry {
     pub name: OsString,
     pub kind: Kind,
     pub ino: Ino,
+    /// Set when the name exists in one layer only (no other layer lists it or a whiteout for
+    /// it): readdirplus can then answer it with one stat instead of a lookup.
+    pub sole: Option<SoleInstance>,
+}
+
+/// The one object a name stands for, as the listing saw it.
+#[derive(Debug, Clone, Copy)]
+pub struct SoleInstance {
+    pub layer: LayerIdx,
+    pub raw_ino: u64,
+}
+
+/// A directory's merged listing, and the index epoch it was read at (see `entry_plus`).
+#[derive(Debug, Default)]
+pub struct Listing {
+    pub entries: Vec<MergedEntry>,
+    pub epoch: u64,
 }
 
 /// A name as first seen while merging, before its inode number is settled.
@@ -52,6 +71,11 @@ struct Merge {
 impl Union {
     /// Builds the merged listing of a directory node.
     pub fn merged_listing(&self, dir: &Arc<Node>) -> SysResult<Vec<MergedEntry>> {
+        Ok(self.listing(dir)?.entries)
+    }
+
+    /// `merged_listing` with the epoch it was read at.
+    fn listing(&self, dir: &Arc<Node>) -> SysResult<Listing> {
         let epoch = self.index.epoch();
         let placement = dir.placement();
         let mut merge = Merge::default();
@@ -69,10 +93,11 @@ impl Union {
         }
         let Merge { visible, names, .. } = merge;
         self.index.put_dir_names(dir.ino, names, epoch);
-        visible
+        let entries = visible
             .into_iter()
             .map(|c| self.settle(dir, c, impure))
-            .collect()
+            .collect::<SysResult<_>>()?;
+        Ok(Listing { entries, epoch })
     }
 
     /// Adds one layer's entries: names not seen above become visible; this layer's whiteouts
@@ -144,6 +169,7 @@ impl Union {
                     name,
                     kind: found.kind,
                     ino,
+                    sole: None,
                 });
             }
         }
@@ -152,6 +178,10 @@ impl Union {
             name,
             kind: c.kind,
             ino,
+            sole: (!needs_lookup).then_some(SoleInstance {
+                layer: c.layer,
+                raw_ino: c.raw_ino,
+            }),
         })
     }
 
@@ -182,8 +212,15 @@ type NextOffset = u64;
 /// in many calls clones (and for readdirplus looks up) each entry once, not once per call.
 pub struct DirEntries {
     dots: [MergedEntry; 2],
-    listing: Arc<Vec<MergedEntry>>,
+    listing: Arc<Listing>,
     pos: usize,
+}
+
+impl DirEntries {
+    /// The index epoch the listing was read at.
+    pub fn epoch(&self) -> u64 {
+        self.listing.epoch
+    }
 }
 
 impl Iterator for DirEntries {
@@ -192,7 +229,7 @@ impl Iterator for DirEntries {
     fn next(&mut self) -> Option<Self::Item> {
         let entry = match self.pos {
             i @ (0 | 1) => self.dots[i].clone(),
-            i => self.listing.get(i - 2)?.clone(),
+            i => self.listing.entries.get(i - 2)?.clone(),
         };
         self.pos += 1;
         Some((self.pos as NextOffset, entry))
@@ -207,7 +244,7 @@ impl Union {
         let listing = {
             let mut current = dir.listing.lock();
             if offset == 0 {
-                *current = Arc::new(self.merged_listing(&dir.node)?);
+                *current = Arc::new(self.listing(&dir.node)?);
             }
             current.clone()
         };
@@ -221,11 +258,13 @@ impl Union {
                 name: OsString::from("."),
                 kind: Kind::Dir,
                 ino: dir.node.ino,
+                sole: None,
             },
             MergedEntry {
                 name: OsString::from(".."),
                 kind: Kind::Dir,
                 ino: parent_ino,
+                sole: None,
             },
         ];
         let pos = usize::try_from(offset).unwrap_or(usize::MAX);
@@ -234,10 +273,12 @@ impl Union {
 
     /// One entry of a readdirplus reply with its node and attributes: looked up like a name
     /// (one lookup counted), except the dots, which the kernel does not count.
+    /// `listed_at` is the epoch of the listing the entry comes from.
     pub fn entry_plus(
         &self,
         dir: &Arc<Node>,
         entry: &MergedEntry,
+        listed_at: u64,
     ) -> SysResult<(Arc<Node>, sys::Stat)> {
         if entry.name == "." {
             self.stat_node(dir).map(|st| (dir.clone(), st))
@@ -247,9 +288,51 @@ impl Union {
                 .map(|a| a.parent)
                 .unwrap_or_else(|| dir.clone());
             self.stat_node(&parent).map(|st| (parent, st))
+        } else if let Some(found) = self.resolve_sole(dir, entry, listed_at) {
+            self.instantiate(dir, &entry.name, &found, Freshness::JustRead)
         } else {
             self.lookup(dir, &entry.name)
         }
+    }
+
+    /// Resolves a name the listing found in one layer only with a single stat, skipping the
+    /// walk over the layers and the whiteout and opacity probes a lookup makes: the listing
+    /// already showed that no other layer has anything to say about the name. Valid only
+    /// while the union's namespace is as it was when the listing was read (no create, delete,
+    /// rename or copy-up since: the epoch did not move), and only if the stat finds the very
+    /// object listed; otherwise `None`, and the caller looks the name up.
+    fn resolve_sole(&self, dir: &Node, entry: &MergedEntry, listed_at: u64) -> Option<Resolved> {
+        let sole = entry.sole?;
+        if self.index.epoch() != listed_at {
+            return None;
+        }
+        if let Some(Cached::Present(found)) = self.index.get(dir.ino, &entry.name) {
+            if found.placement.layer != sole.layer {
+                return None; // the index knows better: let the lookup use it
+            }
+        }
+        let fd = self.dir_in(dir, sole.layer).ok()?;
+        let stat = sys::stat_at(fd.as_fd(), &entry.name).ok()?;
+        if stat.st_ino != sole.raw_ino || Kind::from_mode(stat.st_mode) != entry.kind {
+            return None;
+        }
+        let found = Resolved {
+            kind: entry.kind,
+            stat,
+            placement: Placement {
+                layer: sole.layer,
+                dir_layers: if entry.kind.is_dir() {
+                    vec![sole.layer]
+                } else {
+                    Vec::new()
+                },
+            },
+            identity: (self.stack.get(sole.layer).dev, sole.raw_ino),
+        };
+        let cached = Cached::Present(found.clone());
+        self.index
+            .insert_if_unchanged(dir.ino, &entry.name, cached, listed_at);
+        Some(found)
     }
 }
 

@@ -31,6 +31,13 @@ const INDEX_CAPACITY: usize = 64 * 1024;
 /// Directory fds kept open (the daemon raises its fd limit at start; see `sys::raise_fd_limit`).
 const DIR_FD_CAPACITY: usize = 1024;
 
+/// Whether a resolution was read from the layers just now or came from the index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freshness {
+    JustRead,
+    Cached,
+}
+
 /// Who asked: new objects are owned by the caller, as on any filesystem.
 #[derive(Debug, Clone, Copy)]
 pub struct Caller {
@@ -128,11 +135,22 @@ impl Union {
 
     /// Resolves `name` in `parent` through the index, falling back to the layers.
     pub fn resolve_child(&self, parent: &Arc<Node>, name: &OsStr) -> SysResult<Option<Resolved>> {
+        Ok(self.resolve_child_fresh(parent, name)?.0)
+    }
+
+    /// `resolve_child`, also saying whether the answer was read from the layers just now (its
+    /// `stat` is then current, and `instantiate` need not stat the object again).
+    fn resolve_child_fresh(
+        &self,
+        parent: &Arc<Node>,
+        name: &OsStr,
+    ) -> SysResult<(Option<Resolved>, Freshness)> {
         if let Some(cached) = self.index.get(parent.ino, name) {
-            return Ok(match cached {
+            let found = match cached {
                 Cached::Absent => None,
                 Cached::Present(r) => Some(r),
-            });
+            };
+            return Ok((found, Freshness::Cached));
         }
         let epoch = self.index.epoch();
         let placement = parent.placement();
@@ -151,7 +169,7 @@ impl Union {
         };
         self.index
             .insert_if_unchanged(parent.ino, name, value, epoch);
-        Ok(found)
+        Ok((found, Freshness::JustRead))
     }
 
     /// The directory's indexed names, read now if it spans several layers (a single-layer
@@ -179,11 +197,14 @@ impl Union {
     }
 
     /// Hands a resolved child to the kernel: the node (one more lookup) and fresh attributes.
+    /// A resolution read just now already holds them, unless the node it names lives
+    /// elsewhere by now (copied up meanwhile) or has no name left.
     pub fn instantiate(
         &self,
         parent: &Arc<Node>,
         name: &OsStr,
         found: &Resolved,
+        freshness: Freshness,
     ) -> SysResult<(Arc<Node>, Stat)> {
         let ino = self.mapper.map(found.identity.0, found.identity.1);
         let node = self.nodes.get_or_insert(ino, || {
@@ -198,7 +219,15 @@ impl Union {
             )
         });
         node.add_alias(parent, name);
-        match self.stat_node(&node) {
+        let reusable = freshness == Freshness::JustRead
+            && node.layer() == found.placement.layer
+            && !node.is_unlinked();
+        let stat = if reusable {
+            self.stat_as_viewed(parent, name, found.placement.layer, found.stat)
+        } else {
+            self.stat_node(&node)
+        };
+        match stat {
             Ok(st) => Ok((node, st)),
             Err(e) => {
                 self.nodes.forget(ino, 1);
@@ -210,13 +239,14 @@ impl Union {
     /// Looks a name up for the kernel: ENOENT, or the node with one more lookup counted.
     pub fn lookup(&self, parent: &Arc<Node>, name: &OsStr) -> SysResult<(Arc<Node>, Stat)> {
         self.check_lookup_name(parent, name)?;
-        let found = self.resolve_child(parent, name)?.ok_or(Errno::NOENT)?;
-        match self.instantiate(parent, name, &found) {
+        let (found, freshness) = self.resolve_child_fresh(parent, name)?;
+        let found = found.ok_or(Errno::NOENT)?;
+        match self.instantiate(parent, name, &found, freshness) {
             // The cached resolution went stale (a layer changed behind our back): retry fresh.
             Err(Errno::NOENT) | Err(Errno::STALE) => {
                 self.index.invalidate(parent.ino, name);
-                let found = self.resolve_child(parent, name)?.ok_or(Errno::NOENT)?;
-                self.instantiate(parent, name, &found)
+                let (found, freshness) = self.resolve_child_fresh(parent, name)?;
+                self.instantiate(parent, name, &found.ok_or(Errno::NOENT)?, freshness)
             }
             other => other,
         }
@@ -252,18 +282,46 @@ impl Union {
     /// Attributes of a node's object as the mount shows them (owners translated, see
     /// `ownership`).
     pub fn stat_node(&self, node: &Node) -> SysResult<Stat> {
-        let mut st = if node.is_unlinked() {
-            self.handles.stat_open_file(node.ino).ok_or(Errno::NOENT)?
-        } else {
-            let (dir, name) = self.parent_dir_in(node, node.layer())?;
-            let mut st = sys::stat_at(dir.as_fd(), &name)?;
-            if let Some(owner) = self.stored_override(dir.as_fd(), &name) {
-                st.st_uid = owner.uid;
-                st.st_gid = owner.gid;
-                st.st_mode = (st.st_mode & !0o7777) | owner.perm;
-            }
-            st
-        };
+        if node.is_unlinked() {
+            let mut st = self.handles.stat_open_file(node.ino).ok_or(Errno::NOENT)?;
+            (st.st_uid, st.st_gid) = self.ownership.to_view(st.st_uid, st.st_gid);
+            return Ok(st);
+        }
+        let (dir, name) = self.parent_dir_in(node, node.layer())?;
+        let st = sys::stat_at(dir.as_fd(), &name)?;
+        self.view_stat(dir.as_fd(), &name, st)
+    }
+
+    /// `stat_node` for attributes already read from `name` in `parent`'s `layer`.
+    pub fn stat_as_viewed(
+        &self,
+        parent: &Node,
+        name: &OsStr,
+        layer: LayerIdx,
+        st: Stat,
+    ) -> SysResult<Stat> {
+        if self.ownership.override_key().is_none() {
+            // No override to read: skip opening the directory.
+            let mut st = st;
+            (st.st_uid, st.st_gid) = self.ownership.to_view(st.st_uid, st.st_gid);
+            return Ok(st);
+        }
+        let dir = self.dir_in(parent, layer)?;
+        self.view_stat(dir.as_fd(), name, st)
+    }
+
+    /// Applies the owner override (if any) and the id mapping to a real object's attributes.
+    fn view_stat(
+        &self,
+        dir: std::os::fd::BorrowedFd<'_>,
+        name: &OsStr,
+        mut st: Stat,
+    ) -> SysResult<Stat> {
+        if let Some(owner) = self.stored_override(dir, name) {
+            st.st_uid = owner.uid;
+            st.st_gid = owner.gid;
+            st.st_mode = (st.st_mode & !0o7777) | owner.perm;
+        }
         (st.st_uid, st.st_gid) = self.ownership.to_view(st.st_uid, st.st_gid);
         Ok(st)
     }
