@@ -27,7 +27,6 @@ use crate::attr::{AttrChanges, NewTime, file_type};
 use crate::config::MountConfig;
 use crate::dir::NewObject;
 use crate::error::SetupError;
-use crate::handles::OpenDir;
 use crate::inode::Node;
 use crate::sys::{self, Errno, SysResult};
 use crate::union::{Caller, Union};
@@ -43,6 +42,8 @@ pub struct UnionFs {
     /// Let the kernel enforce POSIX ACLs (it reads them through getxattr); needs
     /// default_permissions, and `noacl` turns it off.
     posix_acl: bool,
+    /// The kernel can do without OPENDIR/RELEASEDIR (told so at init; see `opendir`).
+    no_opendir: bool,
 }
 
 impl UnionFs {
@@ -53,6 +54,7 @@ impl UnionFs {
             ttl: config.fs.timeout,
             writeback: config.fuse.writeback,
             posix_acl: config.fs.posix_acl && config.fs.xattrs && config.fuse.default_permissions,
+            no_opendir: false,
         })
     }
 
@@ -147,6 +149,9 @@ impl Filesystem for UnionFs {
         }
         let supported = config.capabilities() & wanted;
         let _ = config.add_capabilities(supported);
+        self.no_opendir = config
+            .capabilities()
+            .contains(InitFlags::FUSE_NO_OPENDIR_SUPPORT);
         Ok(())
     }
 
@@ -393,16 +398,14 @@ impl Filesystem for UnionFs {
         reply_empty(reply, self.union.fsync(fh.0, datasync));
     }
 
+    /// Directories need no open state (listings are found by the cookie in each offset, see
+    /// `readdir`), so where the kernel allows it OPENDIR answers ENOSYS once, and the kernel
+    /// then sends neither OPENDIR nor RELEASEDIR again: two requests fewer per directory.
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.node(ino) {
-            Ok(node) if node.kind.is_dir() => {
-                let fh = self.union.handles.insert_dir(OpenDir {
-                    node,
-                    listing: Default::default(),
-                });
-                reply.opened(FileHandle(fh), FopenFlags::empty());
-            }
-            Ok(_) => reply.error(FuseErrno::ENOTDIR),
+            Ok(node) if !node.kind.is_dir() => reply.error(FuseErrno::ENOTDIR),
+            Ok(_) if self.no_opendir => reply.error(FuseErrno::ENOSYS),
+            Ok(_) => reply.opened(FileHandle(0), FopenFlags::empty()),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -411,11 +414,14 @@ impl Filesystem for UnionFs {
         &self,
         _req: &Request,
         ino: INodeNo,
-        fh: FileHandle,
+        _fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let entries = match self.union.dir_entries(fh.0, offset) {
+        let entries = match self
+            .node(ino)
+            .and_then(|d| self.union.dir_entries(&d, offset))
+        {
             Ok(e) => e,
             Err(e) => return reply.error(errno(e)),
         };
@@ -431,16 +437,14 @@ impl Filesystem for UnionFs {
     fn readdirplus(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
+        ino: INodeNo,
+        _fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
         let (dir, entries) = match self
-            .union
-            .handles
-            .dir(fh.0)
-            .and_then(|d| Ok((d.node.clone(), self.union.dir_entries(fh.0, offset)?)))
+            .node(ino)
+            .and_then(|d| Ok((d.clone(), self.union.dir_entries(&d, offset)?)))
         {
             Ok(found) => found,
             Err(e) => return reply.error(errno(e)),
@@ -476,12 +480,11 @@ impl Filesystem for UnionFs {
         &self,
         _req: &Request,
         _ino: INodeNo,
-        fh: FileHandle,
+        _fh: FileHandle,
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        self.union.handles.release_dir(fh.0);
-        reply.ok();
+        reply.ok(); // nothing is kept per open directory
     }
 
     fn fsyncdir(

@@ -5,20 +5,18 @@
 //! copies the file up first, so writes only ever reach the upper. A read-only handle opened on a
 //! lower file follows a later copy-up (it reopens the upper copy on its next use), as kernel
 //! overlayfs does since 4.19, so every reader sees what writers wrote.
-//! A directory handle holds the merged listing it is reading, so offsets stay valid across
-//! calls (see `readdir`). Kernel analog: `fs/overlayfs/file.c` (`ovl_real_fdget`).
+//! Directories have no handles: listings are kept by `readdir::Listings`. Kernel analog: `fs/overlayfs/file.c` (`ovl_real_fdget`).
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use dashmap::DashMap;
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
 
 use crate::copy_up::CopyUpData;
 use crate::inode::{Ino, Node, ROOT_INO};
 use crate::layers::LayerIdx;
-use crate::readdir::Listing;
 use crate::sys::{self, Errno, OFlags, Stat, SysResult};
 use crate::union::Union;
 
@@ -48,17 +46,9 @@ impl OpenFile {
     }
 }
 
-/// An open directory with the listing being read.
-#[derive(Debug)]
-pub struct OpenDir {
-    pub node: Arc<Node>,
-    pub listing: Mutex<Arc<Listing>>,
-}
-
 #[derive(Debug, Default)]
 pub struct Handles {
     files: DashMap<Fh, Arc<OpenFile>>,
-    dirs: DashMap<Fh, Arc<OpenDir>>,
     next: AtomicU64,
 }
 
@@ -71,22 +61,8 @@ impl Handles {
         self.files.get(&fh).map(|f| f.clone()).ok_or(Errno::BADF)
     }
 
-    pub fn dir(&self, fh: Fh) -> SysResult<Arc<OpenDir>> {
-        self.dirs.get(&fh).map(|d| d.clone()).ok_or(Errno::BADF)
-    }
-
-    pub fn insert_dir(&self, dir: OpenDir) -> Fh {
-        let fh = self.next_fh();
-        self.dirs.insert(fh, Arc::new(dir));
-        fh
-    }
-
     pub fn release_file(&self, fh: Fh) {
         self.files.remove(&fh);
-    }
-
-    pub fn release_dir(&self, fh: Fh) {
-        self.dirs.remove(&fh);
     }
 
     /// The open file `fh` if it belongs to node `ino`, else any open file of that node.

@@ -1,18 +1,23 @@
 //! The merged listing of a directory: every layer's entries, top-down, deduplicated, with
 //! whiteouts applied and never shown.
 //!
-//! A listing is built once when a directory handle starts reading (offset 0) and kept by the
-//! handle, so the offsets handed to the kernel (position + 3, after `.` and `..`) stay valid
-//! however many calls the reading takes. `d_ino` agrees with `st_ino`: entries that exist in one
+//! A listing is built once when a reader starts (offset 0) and kept in `Listings` under a
+//! number; the offset handed to the kernel with each entry (a cookie) carries that number and
+//! the position, so a reader continues in the very snapshot it started, however many calls
+//! the reading takes and whatever other readers do. Nothing is kept per open directory: the
+//! kernel is told not to send OPENDIR and RELEASEDIR at all (two requests fewer for every
+//! directory a walk enters; see `fs::opendir`). `d_ino` agrees with `st_ino`: entries that exist in one
 //! layer only take their inode number from the listing itself; entries several layers share
 //! (merged directories, copied-up files) and renamed copies in "impure" directories are resolved
 //! like a lookup, through the index. Kernel analog: `fs/overlayfs/readdir.c`.
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
+use std::num::NonZeroUsize;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::index::{Cached, DirNames};
 use crate::inode::{Ino, Kind, Node, Placement};
@@ -22,6 +27,10 @@ use crate::sys::{self, Errno, SysResult};
 use crate::union::Freshness;
 use crate::union::Union;
 use crate::whiteout::{self, EntryRole};
+
+/// Listings kept for readers in the middle of a directory. A reader that stops before the end
+/// leaves its listing behind; the least recently used ones go first.
+const LISTINGS_KEPT: usize = 256;
 
 /// One visible name of a merged directory.
 #[derive(Debug, Clone)]
@@ -204,15 +213,63 @@ impl Union {
     }
 }
 
-/// Offset the kernel passes back to continue after an entry (`.` is 1, `..` is 2).
-type NextOffset = u64;
+/// The listings being read, by (directory, listing number).
+pub struct Listings {
+    kept: parking_lot::Mutex<lru::LruCache<(Ino, u32), Arc<Listing>>>,
+    last: AtomicU32,
+}
 
-/// The entries of an open directory from some offset on, each with the offset that follows it.
+impl Default for Listings {
+    fn default() -> Self {
+        let cap = NonZeroUsize::new(LISTINGS_KEPT).unwrap_or(NonZeroUsize::MIN);
+        Listings {
+            kept: parking_lot::Mutex::new(lru::LruCache::new(cap)),
+            last: AtomicU32::new(0),
+        }
+    }
+}
+
+impl Listings {
+    /// Keeps a new listing of `dir`; returns its number.
+    fn keep(&self, dir: Ino, listing: Arc<Listing>) -> u32 {
+        let number = self.last.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+        self.kept.lock().put((dir, number), listing);
+        number
+    }
+
+    fn get(&self, dir: Ino, number: u32) -> Option<Arc<Listing>> {
+        self.kept.lock().get(&(dir, number)).cloned()
+    }
+
+    fn put_back(&self, dir: Ino, number: u32, listing: Arc<Listing>) {
+        self.kept.lock().put((dir, number), listing);
+    }
+
+    fn finished(&self, dir: Ino, number: u32) {
+        self.kept.lock().pop(&(dir, number));
+    }
+}
+
+/// The offset handed to the kernel with an entry: where to continue after it. Listing number
+/// in the high half, position (entries taken, the dots included) in the low half; 0 is the
+/// start, and no cookie is 0 since the position after any entry is at least 1.
+type Cookie = u64;
+
+fn cookie(number: u32, pos: usize) -> Cookie {
+    (u64::from(number) << 32) | pos as u64
+}
+
+fn split_cookie(c: Cookie) -> (u32, usize) {
+    ((c >> 32) as u32, (c & u64::from(u32::MAX)) as usize)
+}
+
+/// The entries of a directory from some offset on, each with the cookie that follows it.
 /// Lazy: a reply takes only as many as fit in the kernel's buffer, so reading a big directory
 /// in many calls clones (and for readdirplus looks up) each entry once, not once per call.
 pub struct DirEntries {
     dots: [MergedEntry; 2],
     listing: Arc<Listing>,
+    number: u32,
     pos: usize,
 }
 
@@ -224,7 +281,7 @@ impl DirEntries {
 }
 
 impl Iterator for DirEntries {
-    type Item = (NextOffset, MergedEntry);
+    type Item = (Cookie, MergedEntry);
 
     fn next(&mut self) -> Option<Self::Item> {
         let entry = match self.pos {
@@ -232,32 +289,43 @@ impl Iterator for DirEntries {
             i => self.listing.entries.get(i - 2)?.clone(),
         };
         self.pos += 1;
-        Some((self.pos as NextOffset, entry))
+        Some((cookie(self.number, self.pos), entry))
     }
 }
 
 impl Union {
-    /// The entries of an open directory from `offset` on.
-    /// Reading from offset 0 (a fresh start or `rewinddir`) takes a new snapshot of the listing.
-    pub fn dir_entries(&self, fh: crate::handles::Fh, offset: u64) -> SysResult<DirEntries> {
-        let dir = self.handles.dir(fh)?;
-        let listing = {
-            let mut current = dir.listing.lock();
-            if offset == 0 {
-                *current = Arc::new(self.listing(&dir.node)?);
-            }
-            current.clone()
+    /// The entries of directory `dir` from `offset` on. Offset 0 (a fresh start or
+    /// `rewinddir`) takes a new snapshot; a cookie continues the snapshot it came from. A
+    /// snapshot evicted meanwhile (a reader that paused while hundreds of others started) is
+    /// taken again and read on from the same position.
+    pub fn dir_entries(&self, dir: &Arc<Node>, offset: u64) -> SysResult<DirEntries> {
+        if !dir.kind.is_dir() {
+            return Err(Errno::NOTDIR);
+        }
+        let (number, pos, listing) = if offset == 0 {
+            let listing = Arc::new(self.listing(dir)?);
+            (self.listings.keep(dir.ino, listing.clone()), 0, listing)
+        } else {
+            let (number, pos) = split_cookie(offset);
+            let listing = match self.listings.get(dir.ino, number) {
+                Some(l) => l,
+                None => {
+                    let l = Arc::new(self.listing(dir)?);
+                    self.listings.put_back(dir.ino, number, l.clone());
+                    l
+                }
+            };
+            (number, pos, listing)
         };
-        let parent_ino = dir
-            .node
-            .primary_alias()
-            .map(|a| a.parent.ino)
-            .unwrap_or(dir.node.ino);
+        if pos >= listing.entries.len() + 2 {
+            self.listings.finished(dir.ino, number); // the reader reached the end
+        }
+        let parent_ino = dir.primary_alias().map(|a| a.parent.ino).unwrap_or(dir.ino);
         let dots = [
             MergedEntry {
                 name: OsString::from("."),
                 kind: Kind::Dir,
-                ino: dir.node.ino,
+                ino: dir.ino,
                 sole: None,
             },
             MergedEntry {
@@ -267,8 +335,12 @@ impl Union {
                 sole: None,
             },
         ];
-        let pos = usize::try_from(offset).unwrap_or(usize::MAX);
-        Ok(DirEntries { dots, listing, pos })
+        Ok(DirEntries {
+            dots,
+            listing,
+            number,
+            pos,
+        })
     }
 
     /// One entry of a readdirplus reply with its node and attributes: looked up like a name

@@ -19,6 +19,7 @@ use crate::layers::{LayerIdx, LayerStack};
 use crate::lookup::{self, Resolved};
 use crate::metrics::Metrics;
 use crate::ownership::{Owner, Ownership};
+use crate::readdir::Listings;
 use crate::sys::{self, Errno, Stat, SysResult};
 use crate::whiteout;
 
@@ -53,6 +54,8 @@ pub struct Union {
     pub dir_fds: DirFds,
     pub mapper: InoMapper,
     pub handles: Handles,
+    /// Directory listings being read (see `readdir`).
+    pub listings: Listings,
     pub opts: FsOptions,
     pub metrics: Metrics,
     /// The daemon runs as root, so it must hand ownership of new objects to the caller.
@@ -85,6 +88,7 @@ impl Union {
             dir_fds: DirFds::new(DIR_FD_CAPACITY),
             mapper,
             handles: Handles::default(),
+            listings: Listings::default(),
             opts: config.fs.clone(),
             metrics: Metrics::default(),
             chown_new: sys::euid() == 0,

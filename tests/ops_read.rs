@@ -610,3 +610,32 @@ fn names_deleted_while_a_directory_is_read_stay_deleted() {
         names(&m.path("big")).unwrap().len() == want.len() - deleted.len()
     });
 }
+
+#[test]
+fn interleaved_readers_of_one_directory_each_see_every_entry_once() {
+    both_backends(|b| {
+        let st = Stack::new();
+        let want = big_dir(&st);
+        let m = st.mount(b);
+        // Listings are kept per reader, not per directory: a second reader starting (and
+        // rewinding) in the middle of the first one's reading must not disturb it.
+        let first = sys::open_dir(&m.path("big")).unwrap();
+        let mut seen_first = Vec::new();
+        let mut round = 0;
+        loop {
+            let batch = sys::getdents(&first, 300).unwrap();
+            if batch.is_empty() {
+                break;
+            }
+            seen_first.extend(batch.into_iter().map(|e| e.name));
+            let second = sys::open_dir(&m.path("big")).unwrap();
+            let partial = sys::getdents(&second, 300 + 100 * (round % 3)).unwrap();
+            assert!(!partial.is_empty());
+            round += 1;
+        }
+        seen_first.retain(|n| n != "." && n != "..");
+        seen_first.sort();
+        assert_eq!(seen_first, want);
+        round > 3
+    });
+}
