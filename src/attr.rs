@@ -327,6 +327,28 @@ pub fn to_file_attr(ino: u64, st: &Stat, nlink: u32) -> FileAttr {
     }
 }
 
+/// The attributes of a negative entry: node id 0 tells the kernel the name does not exist, and
+/// it keeps that answer for the entry timeout like any other (nothing else is read from it).
+pub fn negative_entry_attr() -> FileAttr {
+    FileAttr {
+        ino: INodeNo(0),
+        size: 0,
+        blocks: 0,
+        atime: UNIX_EPOCH,
+        mtime: UNIX_EPOCH,
+        ctime: UNIX_EPOCH,
+        crtime: UNIX_EPOCH,
+        kind: FileType::RegularFile,
+        perm: 0,
+        nlink: 0,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: 0,
+        flags: 0,
+    }
+}
+
 pub fn file_type(kind: Kind) -> FileType {
     match kind {
         Kind::Dir => FileType::Directory,

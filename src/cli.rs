@@ -43,7 +43,7 @@ escapes the next character (\\: is a colon inside a path, \\, a comma).
 -o options (comma separated, may repeat; unknown ones are ignored with a warning):
   lowerdir=, upperdir=, workdir=    the layers
   volatile, fsync=0|1               fsync copied-up files or not (volatile = fsync=0)
-  timeout=SECONDS                   kernel cache timeout for names and attributes
+  timeout=SECONDS                   kernel cache timeout for names and attributes (86400)
   noxattrs=1, noacl                 no extended attributes / no POSIX ACLs
   static_nlink, ino32_t, writeback  as in fuse-overlayfs
   uidmapping=, gidmapping=          [:]CONTAINER:HOST:SIZE[:...] id translation

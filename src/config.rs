@@ -139,6 +139,9 @@ pub struct LayerPaths {
     pub workdir: Option<PathBuf>,
 }
 
+/// Default kernel cache timeout for names, attributes and negative entries.
+pub const DEFAULT_TIMEOUT_SECS: u64 = 86_400;
+
 /// Behaviour of the union itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FsOptions {
@@ -172,7 +175,10 @@ impl Default for FsOptions {
         FsOptions {
             whiteout: WhiteoutFormat::Auto,
             sync_copy_up: true,
-            timeout: Duration::from_secs(1),
+            // The daemon is the only writer of the upper and lowers do not change while
+            // mounted (as for kernel overlayfs), so what the kernel caches stays true until a
+            // change the kernel itself makes and tracks: cache for a day (fuse-overlayfs: 1e9 s).
+            timeout: Duration::from_secs(DEFAULT_TIMEOUT_SECS),
             xattrs: true,
             static_nlink: false,
             ino32: false,

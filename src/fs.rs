@@ -23,7 +23,7 @@ use fuser::{
     ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-use crate::attr::{AttrChanges, NewTime, file_type};
+use crate::attr::{AttrChanges, NewTime, file_type, negative_entry_attr};
 use crate::config::MountConfig;
 use crate::dir::NewObject;
 use crate::error::SetupError;
@@ -157,7 +157,13 @@ impl Filesystem for UnionFs {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let result = self.node(parent).and_then(|p| self.union.lookup(&p, name));
-        reply_entry(self, reply, result);
+        match result {
+            // Cached by the kernel as a negative dentry: a build probing include paths or a
+            // shell searching PATH asks about the same missing names again and again. Every
+            // name that appears later is created through the kernel, which then drops it.
+            Err(Errno::NOENT) => reply.entry(&self.ttl, &negative_entry_attr(), Generation(0)),
+            other => reply_entry(self, reply, other),
+        }
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
