@@ -109,7 +109,10 @@ impl Union {
     pub fn open(&self, ino: Ino, flags: i32) -> SysResult<Fh> {
         let node = self.node(ino)?;
         if node.kind.is_dir() {
-            return Err(Errno::ISDIR);
+            // The kernel opens directories with OPENDIR: an OPEN naming a directory node means
+            // the file it meant was removed and its inode number went to a new directory.
+            // ESTALE makes the VFS look the name up again and retry.
+            return Err(Errno::STALE);
         }
         if wants_write(flags) {
             if self.read_only() {

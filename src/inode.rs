@@ -240,8 +240,10 @@ impl NodeTable {
     /// Returns the live node for `ino` or inserts the one `make` builds; either way with one
     /// more lookup counted, since the caller is about to hand it to the kernel.
     ///
-    /// A live node with no aliases left is an unlinked object whose inode number the layer's
-    /// filesystem has since reused: it is replaced, and its outstanding lookups carry over, since
+    /// A live node with no aliases left, or of another `kind` than the object now found, is
+    /// a removed object whose inode number the layer's filesystem has since reused (removal
+    /// and alias update are two steps, so a racing lookup can see the old alias): it is
+    /// replaced, and its outstanding lookups carry over, since
     /// the kernel counts them on the one inode it has for that number. The replacement gets a
     /// new generation when it is certainly another object (a directory, which has no hard
     /// links, or a different kind): the kernel may still hold the old inode (an open file
@@ -249,12 +251,12 @@ impl NodeTable {
     /// make the new directory "dead" to the VFS (every create in it fails with ENOENT). A
     /// non-directory of the same kind keeps its generation: it may be the same object reached
     /// through another hard link, whose open files must keep working.
-    pub fn get_or_insert(&self, ino: Ino, make: impl FnOnce() -> Node) -> Arc<Node> {
+    pub fn get_or_insert(&self, ino: Ino, kind: Kind, make: impl FnOnce() -> Node) -> Arc<Node> {
         use dashmap::mapref::entry::Entry;
         let node = match self.nodes.entry(ino) {
             Entry::Vacant(slot) => slot.insert(Arc::new(make())).clone(),
             Entry::Occupied(mut slot) => {
-                if slot.get().is_unlinked() {
+                if slot.get().is_unlinked() || slot.get().kind != kind {
                     let mut fresh = make();
                     let old = slot.get();
                     fresh.generation = if fresh.kind.is_dir() || fresh.kind != old.kind {
@@ -419,26 +421,26 @@ mod tests {
     #[test]
     fn reused_directory_number_gets_a_new_generation() {
         let table = NodeTable::default();
-        let root = table.get_or_insert(ROOT_INO, || dir_node(ROOT_INO, None));
-        let old = table.get_or_insert(42, || dir_node(42, Some(&root)));
+        let root = table.get_or_insert(ROOT_INO, Kind::Dir, || dir_node(ROOT_INO, None));
+        let old = table.get_or_insert(42, Kind::Dir, || dir_node(42, Some(&root)));
         assert_eq!(old.generation, 0);
         old.remove_alias(ROOT_INO, OsStr::new("d"));
-        let fresh = table.get_or_insert(42, || dir_node(42, Some(&root)));
+        let fresh = table.get_or_insert(42, Kind::Dir, || dir_node(42, Some(&root)));
         assert!(!Arc::ptr_eq(&old, &fresh));
         assert_eq!(
             fresh.generation, 1,
             "the kernel must not reuse the dead inode"
         );
-        let again = table.get_or_insert(42, || dir_node(42, Some(&root)));
+        let again = table.get_or_insert(42, Kind::Dir, || dir_node(42, Some(&root)));
         assert!(Arc::ptr_eq(&fresh, &again), "a live node is kept");
     }
 
     #[test]
     fn a_created_object_replaces_a_node_that_still_has_an_alias() {
         let table = NodeTable::default();
-        let root = table.get_or_insert(ROOT_INO, || dir_node(ROOT_INO, None));
+        let root = table.get_or_insert(ROOT_INO, Kind::Dir, || dir_node(ROOT_INO, None));
         // The removal of the old object has not dropped its alias yet.
-        let old = table.get_or_insert(42, || dir_node(42, Some(&root)));
+        let old = table.get_or_insert(42, Kind::Dir, || dir_node(42, Some(&root)));
         let fresh = table.insert_fresh(42, || dir_node(42, Some(&root)));
         assert!(!Arc::ptr_eq(&old, &fresh));
         assert_eq!(fresh.generation, old.generation + 1);

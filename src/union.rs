@@ -80,7 +80,7 @@ impl Union {
                 dir_layers: root_layers,
             },
         );
-        nodes.get_or_insert(ROOT_INO, || root);
+        nodes.get_or_insert(ROOT_INO, Kind::Dir, || root);
         Ok(Union {
             stack,
             nodes,
@@ -211,7 +211,7 @@ impl Union {
         freshness: Freshness,
     ) -> SysResult<(Arc<Node>, Stat)> {
         let ino = self.mapper.map(found.identity.0, found.identity.1);
-        let node = self.nodes.get_or_insert(ino, || {
+        let node = self.nodes.get_or_insert(ino, found.kind, || {
             Node::new(
                 ino,
                 found.kind,
