@@ -1,12 +1,14 @@
 //! The merged listing of a directory: every layer's entries, top-down, deduplicated, with
 //! whiteouts applied and never shown.
 //!
-//! A listing is built once when a reader starts (offset 0) and kept in `Listings` under a
-//! number; the offset handed to the kernel with each entry (a cookie) carries that number and
-//! the position, so a reader continues in the very snapshot it started, however many calls
-//! the reading takes and whatever other readers do. Nothing is kept per open directory: the
-//! kernel is told not to send OPENDIR and RELEASEDIR at all (two requests fewer for every
-//! directory a walk enters; see `fs::opendir`). `d_ino` agrees with `st_ino`: entries that exist in one
+//! A listing is ordered by a hash of each name, and the offset handed to the kernel with an
+//! entry (its cookie) is that hash: "continue after this name" means the same thing in any
+//! snapshot of the directory, so a reader never sees a name twice nor misses one that stayed,
+//! whichever snapshot serves its next call. That matters because nothing is kept per open
+//! directory: the kernel is told not to send OPENDIR and RELEASEDIR at all (two requests fewer
+//! for every directory a walk enters; see `fs::opendir`), and it then caches listings itself
+//! and may continue one reader's listing with another's cookies. `Listings` keeps the latest
+//! snapshot of recently read directories, so a big directory read in many calls is merged once. `d_ino` agrees with `st_ino`: entries that exist in one
 //! layer only take their inode number from the listing itself; entries several layers share
 //! (merged directories, copied-up files) and renamed copies in "impure" directories are resolved
 //! like a lookup, through the index. Kernel analog: `fs/overlayfs/readdir.c`.
@@ -17,7 +19,6 @@ use std::num::NonZeroUsize;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::index::{Cached, DirNames};
 use crate::inode::{Ino, Kind, Node, Placement};
@@ -28,8 +29,7 @@ use crate::union::Freshness;
 use crate::union::Union;
 use crate::whiteout::{self, EntryRole};
 
-/// Listings kept for readers in the middle of a directory. A reader that stops before the end
-/// leaves its listing behind; the least recently used ones go first.
+/// Directories whose latest listing is kept, least recently used dropped first.
 const LISTINGS_KEPT: usize = 256;
 
 /// One visible name of a merged directory.
@@ -102,10 +102,11 @@ impl Union {
         }
         let Merge { visible, names, .. } = merge;
         self.index.put_dir_names(dir.ino, names, epoch);
-        let entries = visible
+        let mut entries = visible
             .into_iter()
             .map(|c| self.settle(dir, c, impure))
-            .collect::<SysResult<_>>()?;
+            .collect::<SysResult<Vec<_>>>()?;
+        entries.sort_by_cached_key(|e| name_cookie(e.name.as_bytes()));
         Ok(Listing { entries, epoch })
     }
 
@@ -213,10 +214,9 @@ impl Union {
     }
 }
 
-/// The listings being read, by (directory, listing number).
+/// The latest listing of recently read directories.
 pub struct Listings {
-    kept: parking_lot::Mutex<lru::LruCache<(Ino, u32), Arc<Listing>>>,
-    last: AtomicU32,
+    kept: parking_lot::Mutex<lru::LruCache<Ino, Arc<Listing>>>,
 }
 
 impl Default for Listings {
@@ -224,43 +224,35 @@ impl Default for Listings {
         let cap = NonZeroUsize::new(LISTINGS_KEPT).unwrap_or(NonZeroUsize::MIN);
         Listings {
             kept: parking_lot::Mutex::new(lru::LruCache::new(cap)),
-            last: AtomicU32::new(0),
         }
     }
 }
 
 impl Listings {
-    /// Keeps a new listing of `dir`; returns its number.
-    fn keep(&self, dir: Ino, listing: Arc<Listing>) -> u32 {
-        let number = self.last.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
-        self.kept.lock().put((dir, number), listing);
-        number
+    fn get(&self, dir: Ino) -> Option<Arc<Listing>> {
+        self.kept.lock().get(&dir).cloned()
     }
 
-    fn get(&self, dir: Ino, number: u32) -> Option<Arc<Listing>> {
-        self.kept.lock().get(&(dir, number)).cloned()
-    }
-
-    fn put_back(&self, dir: Ino, number: u32, listing: Arc<Listing>) {
-        self.kept.lock().put((dir, number), listing);
-    }
-
-    fn finished(&self, dir: Ino, number: u32) {
-        self.kept.lock().pop(&(dir, number));
+    fn keep(&self, dir: Ino, listing: Arc<Listing>) {
+        self.kept.lock().put(dir, listing);
     }
 }
 
-/// The offset handed to the kernel with an entry: where to continue after it. Listing number
-/// in the high half, position (entries taken, the dots included) in the low half; 0 is the
-/// start, and no cookie is 0 since the position after any entry is at least 1.
+/// The offset handed to the kernel with an entry: where to continue after it. `.` is 1, `..`
+/// is 2, and a name's cookie is a hash of the name above those (and below 2^63, the kernel's
+/// offsets being signed). Two names of one directory sharing a 62-bit hash would share a
+/// cookie, and a reply split between them would skip the second: about one chance in 10^7
+/// for a directory of a million names.
 type Cookie = u64;
 
-fn cookie(number: u32, pos: usize) -> Cookie {
-    (u64::from(number) << 32) | pos as u64
-}
+const FIRST_NAME_COOKIE: Cookie = 3;
 
-fn split_cookie(c: Cookie) -> (u32, usize) {
-    ((c >> 32) as u32, (c & u64::from(u32::MAX)) as usize)
+fn name_cookie(name: &[u8]) -> Cookie {
+    use std::hash::{Hash, Hasher};
+    // Fixed keys: cookies must stay the same for the life of the mount.
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    name.hash(&mut h);
+    (h.finish() >> 2) + FIRST_NAME_COOKIE
 }
 
 /// The entries of a directory from some offset on, each with the cookie that follows it.
@@ -269,7 +261,9 @@ fn split_cookie(c: Cookie) -> (u32, usize) {
 pub struct DirEntries {
     dots: [MergedEntry; 2],
     listing: Arc<Listing>,
-    number: u32,
+    /// Next dot to return (0, 1), or 2 once both are done.
+    dot: usize,
+    /// Next entry of the listing to return.
     pos: usize,
 }
 
@@ -284,42 +278,40 @@ impl Iterator for DirEntries {
     type Item = (Cookie, MergedEntry);
 
     fn next(&mut self) -> Option<Self::Item> {
-        let entry = match self.pos {
-            i @ (0 | 1) => self.dots[i].clone(),
-            i => self.listing.entries.get(i - 2)?.clone(),
-        };
+        if self.dot < 2 {
+            self.dot += 1;
+            return Some((self.dot as Cookie, self.dots[self.dot - 1].clone()));
+        }
+        let entry = self.listing.entries.get(self.pos)?.clone();
         self.pos += 1;
-        Some((cookie(self.number, self.pos), entry))
+        Some((name_cookie(entry.name.as_bytes()), entry))
     }
 }
 
 impl Union {
-    /// The entries of directory `dir` from `offset` on. Offset 0 (a fresh start or
-    /// `rewinddir`) takes a new snapshot; a cookie continues the snapshot it came from. A
-    /// snapshot evicted meanwhile (a reader that paused while hundreds of others started) is
-    /// taken again and read on from the same position.
+    /// The entries of directory `dir` after `offset`. Offset 0 (a fresh start or `rewinddir`)
+    /// takes a new snapshot; other offsets continue in the latest one (taken again if it was
+    /// dropped), after the name whose cookie they are.
     pub fn dir_entries(&self, dir: &Arc<Node>, offset: u64) -> SysResult<DirEntries> {
         if !dir.kind.is_dir() {
             return Err(Errno::NOTDIR);
         }
-        let (number, pos, listing) = if offset == 0 {
-            let listing = Arc::new(self.listing(dir)?);
-            (self.listings.keep(dir.ino, listing.clone()), 0, listing)
-        } else {
-            let (number, pos) = split_cookie(offset);
-            let listing = match self.listings.get(dir.ino, number) {
-                Some(l) => l,
-                None => {
-                    let l = Arc::new(self.listing(dir)?);
-                    self.listings.put_back(dir.ino, number, l.clone());
-                    l
-                }
-            };
-            (number, pos, listing)
+        let listing = match self.listings.get(dir.ino) {
+            Some(l) if offset != 0 => l,
+            _ => {
+                let l = Arc::new(self.listing(dir)?);
+                self.listings.keep(dir.ino, l.clone());
+                l
+            }
         };
-        if pos >= listing.entries.len() + 2 {
-            self.listings.finished(dir.ino, number); // the reader reached the end
-        }
+        let dot = offset.min(2) as usize;
+        let pos = if offset < FIRST_NAME_COOKIE {
+            0
+        } else {
+            listing
+                .entries
+                .partition_point(|e| name_cookie(e.name.as_bytes()) <= offset)
+        };
         let parent_ino = dir.primary_alias().map(|a| a.parent.ino).unwrap_or(dir.ino);
         let dots = [
             MergedEntry {
@@ -338,7 +330,7 @@ impl Union {
         Ok(DirEntries {
             dots,
             listing,
-            number,
+            dot,
             pos,
         })
     }
