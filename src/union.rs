@@ -19,6 +19,7 @@ use crate::layers::{LayerIdx, LayerStack};
 use crate::lookup::{self, Resolved};
 use crate::metrics::Metrics;
 use crate::ownership::{Owner, Ownership};
+use crate::parking::Parking;
 use crate::readdir::Listings;
 use crate::sys::{self, Errno, Stat, SysResult};
 use crate::whiteout;
@@ -56,6 +57,8 @@ pub struct Union {
     pub handles: Handles,
     /// Directory listings being read (see `readdir`).
     pub listings: Listings,
+    /// New objects moved aside because their inode number is still held (see `parking`).
+    pub parking: Parking,
     pub opts: FsOptions,
     pub metrics: Metrics,
     /// The daemon runs as root, so it must hand ownership of new objects to the caller.
@@ -89,6 +92,7 @@ impl Union {
             mapper,
             handles: Handles::default(),
             listings: Listings::default(),
+            parking: Parking::default(),
             opts: config.fs.clone(),
             metrics: Metrics::default(),
             chown_new: sys::euid() == 0,

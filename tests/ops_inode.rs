@@ -209,3 +209,39 @@ fn directory_link_counts() {
         plain
     });
 }
+
+#[test]
+fn a_removed_object_still_in_use_keeps_its_inode_number_to_itself() {
+    both_backends(|b| {
+        let st = Stack::new();
+        st.lower(0).file("keep", "x");
+        let m = st.mount(b);
+        // A process whose cwd is a directory that then goes away keeps the kernel holding
+        // that inode. New objects made meanwhile must not get its number: the kernel would
+        // take them for the held one (or mark the held one bad).
+        fs::create_dir(m.path("gone")).unwrap();
+        let held = fs::metadata(m.path("gone")).unwrap().ino();
+        let mut holder = std::process::Command::new("sleep")
+            .arg("30")
+            .current_dir(m.path("gone"))
+            .spawn()
+            .unwrap();
+        fs::remove_dir(m.path("gone")).unwrap();
+        let mut reused = Vec::new();
+        for i in 0..20 {
+            let dir = m.path(&format!("new{i}"));
+            fs::create_dir(&dir).unwrap();
+            fs::write(dir.join("f"), "in the new directory").unwrap();
+            let file = fs::metadata(dir.join("f")).unwrap().ino();
+            for ino in [fs::metadata(&dir).unwrap().ino(), file] {
+                if ino == held {
+                    reused.push(format!("new{i}"));
+                }
+            }
+        }
+        let _ = holder.kill();
+        let _ = holder.wait();
+        assert!(reused.is_empty(), "took the held inode number: {reused:?}");
+        names(m.root()).unwrap().len()
+    });
+}
