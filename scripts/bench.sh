@@ -8,13 +8,16 @@
 # Needs root (kernel overlayfs mounts, whiteout device nodes, drop_caches).
 #
 # usage: scripts/bench.sh [--full] [--reps N] [--only W1,W2] [--systems S1,S2] [--warm]
-#                         [--tmpfs] [--baseline BIN] [--keep-data] [--no-build] [--out DIR]
+#                         [--tmpfs | --fs xfs|btrfs] [--baseline BIN] [--keep-data] [--no-build]
+#                         [--out DIR]
 #   --full       the sizes of the table (100k files, 1 GiB, 500 layers; ~30+ minutes);
 #                the default is about 5x smaller and takes a few minutes
 #   --reps N     repetitions (default 3, 5 with --full)
 #   --only       workloads to run (ids below), --systems a subset of native,kovl,fovl,urs
 #   --warm       never drop the page cache (by default it is dropped before the cold workloads,
 #                as the reference figures were taken)
+#   --fs TYPE    datasets and uppers on a fresh loop-mounted xfs or btrfs (a sparse image in
+#                /var/tmp): both can reflink, so copy-up should take constant time there
 #   --tmpfs      datasets and uppers on tmpfs instead of the disk's filesystem: takes the disk
 #                (and its noise) out, leaving the CPU cost of each system; for profiling
 #   --baseline BIN  also run another unionfs-rs binary (say, a build of the previous commit)
@@ -36,7 +39,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DATA_ROOT=/tmp/bench-data
 RUN=/tmp/bench-run
 OUT=$ROOT/target/bench
-FULL=0 REPS= ONLY= SYSTEMS=native,kovl,fovl,urs WARM=0 KEEP=0 BUILD=1 TMPFS=0 BASE_BIN=
+FULL=0 REPS= ONLY= SYSTEMS=native,kovl,fovl,urs WARM=0 KEEP=0 BUILD=1 TMPFS=0 LOOPFS= BASE_BIN=
 
 die() { echo "bench.sh: $*" >&2; exit 1; }
 log() { echo "[$(date +%T)] $*" >&2; }
@@ -51,6 +54,7 @@ while [ $# -gt 0 ]; do
         --systems) SYSTEMS=$2; shift ;;
         --warm) WARM=1 ;;
         --tmpfs) TMPFS=1 ;;
+        --fs) LOOPFS=$2; shift ;;
         --baseline) BASE_BIN=$(realpath "$2"); shift ;;
         --keep-data) KEEP=1 ;;
         --no-build) BUILD=0 ;;
@@ -123,10 +127,29 @@ cleanup() {
         if mountpoint -q "$DATA_ROOT"; then umount "$DATA_ROOT" 2>/dev/null || umount -l "$DATA_ROOT"; fi
         rm -rf "$DATA_ROOT"
     fi
+    if [ -n "$LOOPFS" ]; then
+        if mountpoint -q "$LOOP_MNT"; then umount "$LOOP_MNT" 2>/dev/null || umount -l "$LOOP_MNT"; fi
+        rm -rf "$LOOP_MNT" "$LOOP_IMG"
+    fi
 }
+LOOP_IMG=/var/tmp/unionfs-bench-$LOOPFS.img LOOP_MNT=/tmp/bench-loopfs
+case $LOOPFS in
+    '' | xfs | btrfs) ;;
+    *) die "--fs takes xfs or btrfs, not $LOOPFS" ;;
+esac
+[ -n "$LOOPFS" ] && [ "$TMPFS" = 1 ] && die "--fs and --tmpfs exclude each other"
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 cleanup
+if [ -n "$LOOPFS" ]; then
+    # Datasets and runs on one filesystem, as reflinks need: the lower files and the upper.
+    command -v "mkfs.$LOOPFS" >/dev/null || die "mkfs.$LOOPFS missing (apt-get install ${LOOPFS}progs; btrfs: btrfs-progs)"
+    truncate -s 16G "$LOOP_IMG"
+    "mkfs.$LOOPFS" -q -f "$LOOP_IMG" >/dev/null || die "mkfs.$LOOPFS failed"
+    mkdir -p "$LOOP_MNT"
+    mount -o loop "$LOOP_IMG" "$LOOP_MNT" || die "cannot loop-mount the $LOOPFS image"
+    DATA_ROOT=$LOOP_MNT/data RUN=$LOOP_MNT/run DATA=$LOOP_MNT/data/$SCALE KEEP=1
+fi
 mkdir -p "$RUN" "$OUT"
 if [ "$TMPFS" = 1 ]; then
     mkdir -p "$DATA_ROOT"
