@@ -88,7 +88,7 @@ impl DirNames {
 }
 
 /// Names held in all `DirNames` together, to keep the daemon's memory flat.
-const DIR_NAMES_BUDGET: usize = 128 * 1024;
+const DIR_NAMES_BUDGET: usize = 32 * 1024;
 
 #[derive(Debug)]
 pub struct PathIndex {
