@@ -166,7 +166,7 @@ impl Union {
             CopyMethod::Empty
         } else {
             let input = open_source(src)?;
-            sys::copy::copy_data(input.as_fd(), dst.as_fd(), len)?
+            sys::copy::copy_data(input.as_fd(), dst.as_fd(), len, self.opts.sync_copy_up)?
         };
         if self.opts.sync_copy_up && len > 0 {
             sys::fsync_fd(dst.as_fd(), true)?;

@@ -17,22 +17,38 @@ pub enum CopyMethod {
     Empty,
 }
 
+/// Bytes copied between two starts of writeback (see `copy_data`).
+const WRITEBACK_CHUNK: u64 = 16 << 20;
+
 /// Copies all of `src` (of `len` bytes) into the empty file `dst`, preserving holes.
-pub fn copy_data(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, len: u64) -> SysResult<CopyMethod> {
+/// `will_sync`: the caller fsyncs `dst` next, so writeback of each copied chunk is started
+/// at once (`sync_file_range`), and the disk writes overlap the rest of the copy instead of
+/// all waiting for the fsync.
+pub fn copy_data(
+    src: BorrowedFd<'_>,
+    dst: BorrowedFd<'_>,
+    len: u64,
+    will_sync: bool,
+) -> SysResult<CopyMethod> {
     if len == 0 {
         return Ok(CopyMethod::Empty);
     }
     if rustix::fs::ioctl_ficlone(dst, src).is_ok() {
         return Ok(CopyMethod::Reflink);
     }
-    let method = copy_segments(src, dst, len)?;
+    let method = copy_segments(src, dst, len, will_sync)?;
     // The last segment may end in a hole: the size must still match.
     rustix::fs::ftruncate(dst, len)?;
     Ok(method)
 }
 
 /// Walks the data segments of `src` with `SEEK_DATA`/`SEEK_HOLE` and copies each one.
-fn copy_segments(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, len: u64) -> SysResult<CopyMethod> {
+fn copy_segments(
+    src: BorrowedFd<'_>,
+    dst: BorrowedFd<'_>,
+    len: u64,
+    will_sync: bool,
+) -> SysResult<CopyMethod> {
     let mut method = CopyMethod::CopyFileRange;
     let mut pos = 0u64;
     while pos < len {
@@ -49,7 +65,7 @@ fn copy_segments(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, len: u64) -> SysResul
         if end <= start {
             break;
         }
-        if copy_range(src, dst, start, end)? == CopyMethod::Buffer {
+        if copy_range(src, dst, start, end, will_sync)? == CopyMethod::Buffer {
             method = CopyMethod::Buffer;
         }
         pos = end;
@@ -63,13 +79,17 @@ fn copy_range(
     dst: BorrowedFd<'_>,
     start: u64,
     end: u64,
+    will_sync: bool,
 ) -> SysResult<CopyMethod> {
     let mut off_in = start;
     let mut off_out = start;
     while off_in < end {
-        let want = (end - off_in).min(1 << 30) as usize;
+        let chunk = if will_sync { WRITEBACK_CHUNK } else { 1 << 30 };
+        let want = (end - off_in).min(chunk) as usize;
+        let from = off_out;
         match rustix::fs::copy_file_range(src, Some(&mut off_in), dst, Some(&mut off_out), want) {
             Ok(0) => return Err(Errno::IO), // the source shrank under us
+            Ok(_) if will_sync => start_writeback(dst, from, off_out - from),
             Ok(_) => {}
             Err(Errno::XDEV) | Err(Errno::NOSYS) | Err(Errno::OPNOTSUPP) | Err(Errno::INVAL) => {
                 bounce_copy(src, dst, off_in, end)?;
@@ -80,6 +100,21 @@ fn copy_range(
         }
     }
     Ok(CopyMethod::CopyFileRange)
+}
+
+/// Starts writing `[off, off + len)` of `fd` to disk without waiting (a hint: errors are
+/// left to the fsync that follows).
+fn start_writeback(fd: BorrowedFd<'_>, off: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: plain syscall on a valid fd; no memory is passed.
+    unsafe {
+        libc::sync_file_range(
+            fd.as_raw_fd(),
+            off as libc::off64_t,
+            len as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        );
+    }
 }
 
 /// The last resort: a userspace buffer.
@@ -116,7 +151,7 @@ mod tests {
         let src = std::fs::File::open(&src_path).unwrap();
         let dst = std::fs::File::create(tmp.path().join("dst")).unwrap();
         let len = src.metadata().unwrap().len();
-        copy_data(src.as_fd(), dst.as_fd(), len).unwrap();
+        copy_data(src.as_fd(), dst.as_fd(), len, true).unwrap();
         let a = std::fs::read(&src_path).unwrap();
         let b = std::fs::read(tmp.path().join("dst")).unwrap();
         assert_eq!(a, b);
