@@ -39,7 +39,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DATA_ROOT=/tmp/bench-data
 RUN=/tmp/bench-run
 OUT=$ROOT/target/bench
-FULL=0 REPS= ONLY= SYSTEMS=native,kovl,fovl,urs WARM=0 KEEP=0 BUILD=1 TMPFS=0 LOOPFS= BASE_BIN=
+FULL=0 REPS='' ONLY='' SYSTEMS=native,kovl,fovl,urs WARM=0 KEEP=0 BUILD=1 TMPFS=0 LOOPFS='' BASE_BIN=
 
 die() { echo "bench.sh: $*" >&2; exit 1; }
 log() { echo "[$(date +%T)] $*" >&2; }
@@ -181,7 +181,7 @@ sync
 # ---------------------------------------------------------------------------------------------
 # Mounting. Every union gets a fresh, empty upper and work directory.
 
-MNT= DAEMON_PID=
+MNT='' DAEMON_PID=''
 
 nlayers() { local n=0; while [ -d "$DATA/$1/layers/$n" ]; do n=$((n + 1)); done; echo $n; }
 
@@ -235,7 +235,7 @@ umount_sys() {
     if [ -n "$DAEMON_PID" ]; then
         for ((i = 0; i < 100; i++)); do [ -d "/proc/$DAEMON_PID" ] || break; sleep 0.05; done
     fi
-    rm -rf "$RUN/$sys"
+    rm -rf "${RUN:?}/$sys"
 }
 
 drop_caches() {

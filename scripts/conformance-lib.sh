@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared helpers for scripts/pjdfstest.sh, scripts/fsx.sh and scripts/stress.sh.
 #
 # Source it from a script that runs with `set -euo pipefail`. It gives:

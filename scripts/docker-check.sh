@@ -35,17 +35,9 @@ while [ $# -gt 0 ]; do
     shift
 done
 [ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 2; }
-if [ -z "$PROG" ]; then
-    PROG=$here/../target/release/unionfs-rs
-    [ -x "$PROG" ] || (cd "$here/.." && cargo build --release) || exit 2
-fi
+PROG=$(e2e_prog "$PROG") || exit 2
 DRIVER=fuse-overlayfs
-if [ "$PROG" = native ]; then
-    DRIVER=overlay2
-else
-    PROG=$(readlink -f "$PROG")
-    [ -x "$PROG" ] || { echo "not executable: $PROG" >&2; exit 2; }
-fi
+[ "$PROG" != native ] || DRIVER=overlay2
 START=$(date +%s)
 
 [ $INSTALL = 1 ] && { e2e_install docker.io busybox-static fuse3 || exit 2; }

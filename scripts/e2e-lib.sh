@@ -20,6 +20,23 @@ e2e_install() {
     apt-get update -q >/dev/null && apt-get install -y -q "${missing[@]}" >/dev/null
 }
 
+# The mount program under test, printed: PROG made absolute, `native` (no mount program), or,
+# when PROG is empty, the release build of this repository (built first when missing).
+e2e_prog() { # PROG
+    local prog=$1
+    if [ -z "$prog" ]; then
+        local root
+        root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+        prog=$root/target/release/unionfs-rs
+        [ -x "$prog" ] || (cd "$root" && cargo build --release >&2) || return 2
+    fi
+    if [ "$prog" != native ]; then
+        prog=$(readlink -f "$prog")
+        [ -x "$prog" ] || { echo "not executable: $prog" >&2; return 2; }
+    fi
+    printf '%s\n' "$prog"
+}
+
 # FUSE needs /dev/fuse usable by unprivileged users; without udev it is created 0600.
 e2e_fuse_dev() {
     [ -c /dev/fuse ] || { echo "no /dev/fuse" >&2; return 1; }

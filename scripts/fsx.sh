@@ -46,12 +46,12 @@ done
 if [ -z "$OPS" ]; then
     if conf_quick; then OPS=10000; else OPS=100000; fi
 fi
-[ -n "$SEED" ] || SEED=$(( (RANDOM << 15 | RANDOM) ))
+[ -n "$SEED" ] || SEED=$((RANDOM << 15 | RANDOM))
 case $OPS$SEED in *[!0-9]*) conf_die "--ops and --seed take numbers" ;; esac
 
 conf_require_root
 conf_cargo_tool fsx
-BIN=$(conf_bin)
+conf_bin >/dev/null # built now, not in the middle of the first timed run
 conf_workdir fsx
 WORK=$CONF_WORK
 

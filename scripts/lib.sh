@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by the Makefile, scripts/demo.sh and .ci/run: make a fresh Debian 12 ready to build,
 # test and demo unionfs-rs. Source it; nothing runs on load.
 #

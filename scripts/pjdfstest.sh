@@ -49,7 +49,7 @@ fi
 
 conf_require_root
 conf_cargo_tool pjdfstest
-BIN=$(conf_bin)
+conf_bin >/dev/null # built now, not in the middle of the first backend
 
 # pjdfstest switches to two unprivileged users for its permission tests.
 nobody_group=$(id -gn nobody 2>/dev/null) || conf_die "no user 'nobody' on this machine"
@@ -156,7 +156,7 @@ for place in upper lower; do
     [ -f "$ours" ] && [ -f "$ref" ] || continue
     for t in $(comm -23 <(failed_names "$ours") <(failed_names "$ref")); do
         verdict=regressions
-        for k in 1 2; do
+        for _ in 1 2; do
             run_one "union-$place" "rerun" -e "pjdfstest::tests::$t"
             if grep -q "^$t ok$" "$WORK/rerun.results"; then
                 verdict=flaky

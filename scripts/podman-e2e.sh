@@ -42,14 +42,7 @@ while [ $# -gt 0 ]; do
     shift
 done
 [ "$(id -u)" = 0 ] || { echo "run as root (it installs packages and switches to the test user)" >&2; exit 2; }
-if [ -z "$PROG" ]; then
-    PROG=$here/../target/release/unionfs-rs
-    [ -x "$PROG" ] || (cd "$here/.." && cargo build --release) || exit 2
-fi
-if [ "$PROG" != native ]; then
-    PROG=$(readlink -f "$PROG")
-    [ -x "$PROG" ] || { echo "not executable: $PROG" >&2; exit 2; }
-fi
+PROG=$(e2e_prog "$PROG") || exit 2
 E2E_USER=${E2E_USER:-podtest}
 T=${E2E_TIMEOUT:-180} # seconds for any one podman/buildah command
 START=$(date +%s)

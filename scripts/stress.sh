@@ -54,7 +54,7 @@ RSS_BOUND_MB=${RSS_BOUND_MB:-256}
 conf_require_root
 command -v python3 >/dev/null || conf_die "python3 is needed for the stress driver"
 DRIVER=$CONF_ROOT/scripts/stress.py
-[ "$BACKEND" = ovl ] || BIN=$(conf_bin)
+[ "$BACKEND" = ovl ] || conf_bin >/dev/null # built now, before the timed run
 conf_workdir stress
 WORK=$CONF_WORK
 L=$WORK/l U=$WORK/u W=$WORK/w M=$WORK/m

@@ -13,83 +13,45 @@
 //! short; `CRASH_MB` (size of each large lower file, default 24), `CRASH_ROUNDS` (kills per
 //! scenario, default 3) and `CRASH_FILES` (names per storm, default 600) make it bigger.
 
+mod common;
+
 use std::collections::BTreeSet;
-use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_unionfs-rs");
+use common::{Daemon, Scratch, env_num, is_mounted, require_fuse, sys};
+
 const WORK_NAME: &str = ".unionfs-rs-work";
 const TEMP_PREFIX: &[u8] = b"#unionfs-rs.";
 
-fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(default)
-}
-
-fn skip() -> bool {
-    if !rustix::process::geteuid().is_root() || !Path::new("/dev/fuse").exists() {
-        eprintln!("crash: skipped (needs root and /dev/fuse)");
-        return true;
-    }
-    false
-}
-
-fn cstr(p: &Path) -> CString {
-    CString::new(p.as_os_str().as_bytes()).unwrap()
-}
-
-fn is_mounted(p: &Path) -> bool {
-    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let want = p.as_os_str().as_bytes();
-    info.lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .any(|m| m.as_bytes() == want)
-}
-
-/// Lazy unmount: works on a dead FUSE mount and while files on it are still open.
-fn detach(p: &Path) {
-    let c = cstr(p);
-    // SAFETY: NUL-terminated path.
-    unsafe {
-        if libc::umount2(c.as_ptr(), 0) != 0 {
-            libc::umount2(c.as_ptr(), libc::MNT_DETACH);
-        }
-    }
-}
-
-/// A scratch tree `/tmp/ht-crash-<pid>-<name>` with `l1 u m`; removed on drop when nothing is
-/// mounted in it any more.
+/// One lower, one upper (with the default work directory inside it) and the mount point, in a
+/// scratch directory of the test's own.
 struct Stack {
-    root: PathBuf,
+    scratch: Scratch,
 }
 
 impl Stack {
     fn new(name: &str) -> Stack {
-        let root = PathBuf::from(format!("/tmp/ht-crash-{}-{name}", std::process::id()));
-        let _ = fs::remove_dir_all(&root);
+        let scratch = Scratch::new(name);
         for d in ["l1", "u", "m"] {
-            fs::create_dir_all(root.join(d)).unwrap();
+            scratch.dir(d);
         }
-        Stack { root }
+        Stack { scratch }
     }
     fn lower(&self) -> PathBuf {
-        self.root.join("l1")
+        self.scratch.root.join("l1")
     }
     fn upper(&self) -> PathBuf {
-        self.root.join("u")
+        self.scratch.root.join("u")
     }
     fn merged(&self) -> PathBuf {
-        self.root.join("m")
+        self.scratch.root.join("m")
     }
     fn work(&self) -> PathBuf {
         self.upper().join(WORK_NAME)
@@ -100,88 +62,9 @@ impl Stack {
         let _ = fs::remove_dir_all(self.upper());
         fs::create_dir_all(self.upper()).unwrap();
     }
-}
-
-impl Drop for Stack {
-    fn drop(&mut self) {
-        if is_mounted(&self.merged()) {
-            detach(&self.merged());
-        }
-        if is_mounted(&self.merged()) {
-            eprintln!(
-                "crash: leaving {} in place: still mounted",
-                self.root.display()
-            );
-            return;
-        }
-        let _ = fs::remove_dir_all(&self.root);
-    }
-}
-
-/// `unionfs-rs -f` on a stack, with the default work directory (inside the upper).
-struct Daemon {
-    merged: PathBuf,
-    child: Option<Child>,
-}
-
-impl Daemon {
-    fn start(s: &Stack) -> Daemon {
-        let merged = s.merged();
-        assert!(!is_mounted(&merged), "{} still mounted", merged.display());
-        let child = Command::new(BIN)
-            .arg("-f")
-            .arg(s.lower())
-            .arg(s.upper())
-            .arg(&merged)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn unionfs-rs");
-        let mut d = Daemon {
-            merged,
-            child: Some(child),
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !is_mounted(&d.merged) {
-            if let Some(Ok(Some(st))) = d.child.as_mut().map(Child::try_wait) {
-                d.child = None;
-                panic!("unionfs-rs exited before mounting: {st}");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "unionfs-rs did not mount in 30 s"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        d
-    }
-
-    /// SIGKILL, reap, and detach the dead mount.
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        detach(&self.merged);
-        assert!(!is_mounted(&self.merged), "dead mount still attached");
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        detach(&self.merged);
-        if let Some(mut c) = self.child.take() {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while matches!(c.try_wait(), Ok(None)) {
-                if Instant::now() > deadline {
-                    let _ = c.kill();
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            let _ = c.wait();
-        }
+    /// `unionfs-rs -f` on the stack, with the default work directory (inside the upper).
+    fn mount(&self) -> Daemon {
+        Daemon::start(&[self.lower()], &self.upper(), &self.merged(), &[])
     }
 }
 
@@ -211,10 +94,30 @@ fn plant_stale(work: &Path) {
 /// Remounts after a kill and checks the work directory was cleaned before the mount went live.
 fn remount_clean(s: &Stack) -> Daemon {
     plant_stale(&s.work());
-    let d = Daemon::start(s);
+    let d = s.mount();
     let left = temporaries(&s.work());
     assert!(left.is_empty(), "stale temporaries after remount: {left:?}");
     d
+}
+
+/// Mounts, lets three workers (each given every third index below `n`) run on the mount,
+/// kills the daemon at a moment that varies with `round`, waits for the workers (they see the
+/// mount die), and remounts cleanly.
+fn kill_amid_workers(s: &Stack, round: u64, n: usize, worker: fn(PathBuf, Vec<usize>)) -> Daemon {
+    let mut d = s.mount();
+    let threads: Vec<_> = (0..3)
+        .map(|t| {
+            let root = d.merged.clone();
+            let idx: Vec<usize> = (0..n).filter(|i| i % 3 == t).collect();
+            std::thread::spawn(move || worker(root, idx))
+        })
+        .collect();
+    std::thread::sleep(delay(round, 20, 400));
+    d.kill();
+    for t in threads {
+        t.join().unwrap();
+    }
+    remount_clean(s)
 }
 
 /// Kill delays spread over a range, varied per round and run.
@@ -355,7 +258,7 @@ fn fresh_writer(p: PathBuf, synced: Arc<AtomicU64>, stop: Arc<AtomicBool>) {
 
 #[test]
 fn kill_during_large_copy_ups() {
-    if skip() {
+    if !require_fuse() {
         return;
     }
     let started = Instant::now();
@@ -376,7 +279,7 @@ fn kill_during_large_copy_ups() {
     let mut in_flight = 0;
     for round in 0..rounds {
         s.reset_upper();
-        let mut d = Daemon::start(&s);
+        let mut d = s.mount();
         let stop = Arc::new(AtomicBool::new(false));
         let synced: Vec<Arc<AtomicU64>> =
             (0..=files).map(|_| Arc::new(AtomicU64::new(0))).collect();
@@ -396,7 +299,7 @@ fn kill_during_large_copy_ups() {
         );
         threads.push(std::thread::spawn(move || fresh_writer(p, sy, st)));
         std::thread::sleep(delay(round, 1, 150));
-        d.kill9();
+        d.kill();
         stop.store(true, Ordering::Relaxed);
         for t in threads {
             t.join().unwrap();
@@ -571,7 +474,7 @@ fn check_storm(root: &Path, n: usize) -> usize {
 
 #[test]
 fn kill_during_unlink_rename_link_storm() {
-    if skip() {
+    if !require_fuse() {
         return;
     }
     let started = Instant::now();
@@ -583,20 +486,7 @@ fn kill_during_unlink_rename_link_storm() {
     for round in 0..rounds {
         s.reset_upper();
         build_storm_upper(&s, n);
-        let mut d = Daemon::start(&s);
-        let threads: Vec<_> = (0..3)
-            .map(|t| {
-                let root = d.merged.clone();
-                let idx: Vec<usize> = (0..n).filter(|i| i % 3 == t).collect();
-                std::thread::spawn(move || storm_worker(root, idx, false))
-            })
-            .collect();
-        std::thread::sleep(delay(round, 20, 400));
-        d.kill9();
-        for t in threads {
-            t.join().unwrap();
-        }
-        let d = remount_clean(&s);
+        let d = kill_amid_workers(&s, round, n, |root, idx| storm_worker(root, idx, false));
         report.push(check_storm(&d.merged, n));
         // The surviving state is a consistent union: finishing the storm now works.
         storm_worker(d.merged.clone(), (0..n).collect(), true);
@@ -631,10 +521,7 @@ fn build_dir_layers(s: &Stack, n: usize) {
 
 fn whiteout_dirs_in_upper(s: &Stack, n: usize) {
     for i in 0..n {
-        let c = cstr(&s.upper().join(format!("D{i}")));
-        // SAFETY: NUL-terminated path.
-        let r = unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR, libc::makedev(0, 0)) };
-        assert_eq!(r, 0);
+        sys::mknod(&s.upper().join(format!("D{i}")), libc::S_IFCHR, 0).unwrap();
     }
 }
 
@@ -704,7 +591,7 @@ fn check_dirs(root: &Path, n: usize) -> usize {
 
 #[test]
 fn kill_during_directory_creation() {
-    if skip() {
+    if !require_fuse() {
         return;
     }
     let started = Instant::now();
@@ -716,20 +603,7 @@ fn kill_during_directory_creation() {
     for round in 0..rounds {
         s.reset_upper();
         whiteout_dirs_in_upper(&s, n);
-        let mut d = Daemon::start(&s);
-        let threads: Vec<_> = (0..3)
-            .map(|t| {
-                let root = d.merged.clone();
-                let idx: Vec<usize> = (0..n).filter(|i| i % 3 == t).collect();
-                std::thread::spawn(move || mkdir_worker(root, idx))
-            })
-            .collect();
-        std::thread::sleep(delay(round, 20, 400));
-        d.kill9();
-        for t in threads {
-            t.join().unwrap();
-        }
-        let d = remount_clean(&s);
+        let d = kill_amid_workers(&s, round, n, mkdir_worker);
         report.push(check_dirs(&d.merged, n));
     }
     eprintln!(
@@ -830,7 +704,7 @@ fn check_deleted(root: &Path, n: usize) -> usize {
 
 #[test]
 fn kill_during_recursive_delete() {
-    if skip() {
+    if !require_fuse() {
         return;
     }
     let started = Instant::now();
@@ -842,20 +716,7 @@ fn kill_during_recursive_delete() {
     for round in 0..rounds {
         s.reset_upper();
         build_delete_upper(&s, n);
-        let mut d = Daemon::start(&s);
-        let threads: Vec<_> = (0..3)
-            .map(|t| {
-                let root = d.merged.clone();
-                let idx: Vec<usize> = (0..n).filter(|i| i % 3 == t).collect();
-                std::thread::spawn(move || delete_worker(root, idx))
-            })
-            .collect();
-        std::thread::sleep(delay(round, 20, 400));
-        d.kill9();
-        for t in threads {
-            t.join().unwrap();
-        }
-        let d = remount_clean(&s);
+        let d = kill_amid_workers(&s, round, n, delete_worker);
         report.push(check_deleted(&d.merged, n));
         // What survived is a consistent union: deleting the rest now works.
         for i in 0..n {
@@ -875,12 +736,12 @@ fn kill_during_recursive_delete() {
 
 #[test]
 fn fsynced_data_survives_a_kill() {
-    if skip() {
+    if !require_fuse() {
         return;
     }
     let s = Stack::new("fsync");
     fs::write(s.lower().join("lowerfile"), b"lower\n").unwrap();
-    let mut d = Daemon::start(&s);
+    let mut d = s.mount();
     let m = d.merged.clone();
     let mut f = OpenOptions::new()
         .write(true)
@@ -897,7 +758,7 @@ fn fsynced_data_survives_a_kill() {
     g.write_all(b"appended\n").unwrap();
     g.sync_data().unwrap();
     fs::create_dir(m.join("dir")).unwrap();
-    d.kill9();
+    d.kill();
     drop((f, g));
     let d = remount_clean(&s);
     assert_eq!(fs::read(d.merged.join("new")).unwrap(), b"fsynced\n");

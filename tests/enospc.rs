@@ -7,151 +7,52 @@
 //!
 //! Root only (mounting the tmpfs); skipped with a message otherwise.
 
-use std::ffi::CString;
+mod common;
+
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_unionfs-rs");
+use common::{Daemon, Scratch, Tmpfs, require_fuse};
+
 const MB: u64 = 1 << 20;
 const BIG: u64 = 12 * MB;
 const SMALL: u64 = 256 << 10;
 
-fn cstr(p: &Path) -> CString {
-    CString::new(p.as_os_str().as_bytes()).unwrap()
-}
-
-fn is_mounted(p: &Path) -> bool {
-    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let want = p.as_os_str().as_bytes();
-    info.lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .any(|m| m.as_bytes() == want)
-}
-
-fn umount(p: &Path) {
-    let c = cstr(p);
-    // SAFETY: NUL-terminated path.
-    unsafe {
-        if libc::umount2(c.as_ptr(), 0) != 0 {
-            libc::umount2(c.as_ptr(), libc::MNT_DETACH);
-        }
-    }
-}
-
-/// `/tmp/ht-enospc-<pid>` with `l1` on disk and `t` a small tmpfs holding the upper.
+/// `l1` on disk, `t` an 8 MiB tmpfs holding the upper `t/u`, and the mount point `m`.
 struct Setup {
-    root: PathBuf,
+    // Declared first so it is unmounted before the scratch directory is removed.
+    tmpfs: Tmpfs,
+    scratch: Scratch,
 }
 
 impl Setup {
     fn new() -> Result<Setup, String> {
-        let root = PathBuf::from(format!("/tmp/ht-enospc-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&root);
+        let scratch = Scratch::new("enospc");
         for d in ["l1", "t", "m"] {
-            fs::create_dir_all(root.join(d)).map_err(|e| e.to_string())?;
+            scratch.dir(d);
         }
-        let s = Setup { root };
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=8m,mode=0755", "tmpfs"])
-            .arg(s.tmpfs())
-            .status()
-            .map_err(|e| e.to_string())?;
-        if !status.success() {
-            return Err(format!("mount -t tmpfs failed: {status}"));
-        }
+        let tmpfs = Tmpfs::mount(&scratch.root.join("t"), "8m")?;
+        let s = Setup { tmpfs, scratch };
         fs::create_dir(s.upper()).map_err(|e| e.to_string())?;
         Ok(s)
     }
     fn lower(&self) -> PathBuf {
-        self.root.join("l1")
-    }
-    fn tmpfs(&self) -> PathBuf {
-        self.root.join("t")
+        self.scratch.root.join("l1")
     }
     fn upper(&self) -> PathBuf {
-        self.tmpfs().join("u")
+        self.tmpfs.path.join("u")
     }
     fn work(&self) -> PathBuf {
         self.upper().join(".unionfs-rs-work")
     }
     fn merged(&self) -> PathBuf {
-        self.root.join("m")
+        self.scratch.root.join("m")
     }
-}
-
-impl Drop for Setup {
-    fn drop(&mut self) {
-        for p in [self.merged(), self.tmpfs()] {
-            if is_mounted(&p) {
-                umount(&p);
-            }
-        }
-        if !is_mounted(&self.merged()) && !is_mounted(&self.tmpfs()) {
-            let _ = fs::remove_dir_all(&self.root);
-        }
-    }
-}
-
-struct Daemon {
-    merged: PathBuf,
-    child: Child,
-}
-
-impl Daemon {
-    fn start(s: &Setup) -> Daemon {
-        let child = Command::new(BIN)
-            .arg("-f")
-            .arg(s.lower())
-            .arg(s.upper())
-            .arg(s.merged())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn unionfs-rs");
-        let mut d = Daemon {
-            merged: s.merged(),
-            child,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !is_mounted(&d.merged) {
-            if let Ok(Some(st)) = d.child.try_wait() {
-                panic!("unionfs-rs exited before mounting: {st}");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "unionfs-rs did not mount in 30 s"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        d
-    }
-
-    fn assert_alive(&mut self) {
-        assert!(
-            matches!(self.child.try_wait(), Ok(None)),
-            "the daemon died on a full upper"
-        );
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        umount(&self.merged);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while matches!(self.child.try_wait(), Ok(None)) {
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.child.wait();
+    /// `unionfs-rs -f` with the default work directory, on the tmpfs with the upper.
+    fn mount(&self) -> Daemon {
+        Daemon::start(&[self.lower()], &self.upper(), &self.merged(), &[])
     }
 }
 
@@ -234,8 +135,7 @@ fn fill(p: &Path) -> u64 {
 
 #[test]
 fn full_upper_fails_cleanly_and_recovers() {
-    if !rustix::process::geteuid().is_root() || !Path::new("/dev/fuse").exists() {
-        eprintln!("enospc: skipped (needs root and /dev/fuse)");
+    if !require_fuse() {
         return;
     }
     let s = match Setup::new() {
@@ -250,7 +150,7 @@ fn full_upper_fails_cleanly_and_recovers() {
     fs::set_permissions(s.lower().join("small"), fs::Permissions::from_mode(0o644)).unwrap();
     fs::create_dir(s.lower().join("d")).unwrap();
     write_pattern(&s.lower().join("d").join("inner"), 3, SMALL);
-    let mut d = Daemon::start(&s);
+    let mut d = s.mount();
     let m = d.merged.clone();
     let big = m.join("big");
 

@@ -16,6 +16,8 @@
 //! Root only (mknod, trusted xattrs, mounts), except the parser test; others skip with a message.
 //! `HOSTILE_LAYERS`, `HOSTILE_ENTRIES`, `HOSTILE_DEPTH`, `HOSTILE_FUZZ_CASES` resize the big ones.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::{self, File, OpenOptions};
@@ -24,32 +26,12 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence, TestRunner};
 
-const BIN: &str = env!("CARGO_BIN_EXE_unionfs-rs");
-
-fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(default)
-}
-
-fn skip(what: &str) -> bool {
-    if !rustix::process::geteuid().is_root() || !Path::new("/dev/fuse").exists() {
-        eprintln!("hostile: {what} skipped (needs root and /dev/fuse)");
-        return true;
-    }
-    false
-}
-
-fn cstr(p: &Path) -> CString {
-    CString::new(p.as_os_str().as_bytes()).unwrap()
-}
+use common::{Daemon, Scratch, env_num, require_fuse, sys};
 
 fn os(b: &[u8]) -> &OsStr {
     OsStr::from_bytes(b)
@@ -59,134 +41,8 @@ fn errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
-fn is_mounted(p: &Path) -> bool {
-    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let want = p.as_os_str().as_bytes();
-    info.lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .any(|m| m.as_bytes() == want)
-}
-
-fn umount(p: &Path) {
-    let c = cstr(p);
-    // SAFETY: NUL-terminated path.
-    unsafe {
-        if libc::umount2(c.as_ptr(), 0) != 0 {
-            libc::umount2(c.as_ptr(), libc::MNT_DETACH);
-        }
-    }
-}
-
 fn mknod_whiteout(p: &Path) {
-    let c = cstr(p);
-    // SAFETY: NUL-terminated path.
-    let r = unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR, libc::makedev(0, 0)) };
-    assert_eq!(r, 0, "mknod {}: errno {}", p.display(), errno());
-}
-
-/// `/tmp/ht-hostile-<pid>-<name>`: removed on drop when nothing is mounted in it.
-struct Scratch {
-    root: PathBuf,
-}
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let root = PathBuf::from(format!("/tmp/ht-hostile-{}-{name}", std::process::id()));
-        let _ = fs::remove_dir_all(&root);
-        fs::create_dir_all(&root).unwrap();
-        Scratch { root }
-    }
-    fn dir(&self, name: &str) -> PathBuf {
-        let p = self.root.join(name);
-        fs::create_dir_all(&p).unwrap();
-        p
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        if info.contains(&*self.root.to_string_lossy()) {
-            eprintln!(
-                "hostile: leaving {} in place: still mounted",
-                self.root.display()
-            );
-            return;
-        }
-        let _ = fs::remove_dir_all(&self.root);
-    }
-}
-
-/// `unionfs-rs -f LOWERS UPPER MERGED [extra]`, unmounted and reaped on drop.
-struct Daemon {
-    merged: PathBuf,
-    child: Child,
-}
-
-impl Daemon {
-    fn start(lowers: &[PathBuf], upper: &Path, merged: &Path, extra: &[&str]) -> Daemon {
-        Self::try_start(lowers, upper, merged, extra).unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    fn try_start(
-        lowers: &[PathBuf],
-        upper: &Path,
-        merged: &Path,
-        extra: &[&str],
-    ) -> Result<Daemon, String> {
-        let mut list = OsString::new();
-        for (i, l) in lowers.iter().enumerate() {
-            if i > 0 {
-                list.push(":");
-            }
-            list.push(l);
-        }
-        let child = Command::new(BIN)
-            .arg("-f")
-            .args(extra)
-            .arg(list)
-            .arg(upper)
-            .arg(merged)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(|e| format!("spawn unionfs-rs: {e}"))?;
-        let mut d = Daemon {
-            merged: merged.to_path_buf(),
-            child,
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !is_mounted(merged) {
-            if let Ok(Some(st)) = d.child.try_wait() {
-                return Err(format!("unionfs-rs exited before mounting: {st}"));
-            }
-            if Instant::now() > deadline {
-                return Err("unionfs-rs did not mount in 60 s".into());
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        Ok(d)
-    }
-
-    fn assert_alive(&mut self) {
-        assert!(matches!(self.child.try_wait(), Ok(None)), "the daemon died");
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        umount(&self.merged);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while matches!(self.child.try_wait(), Ok(None)) {
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.child.wait();
-    }
+    sys::mknod(p, libc::S_IFCHR, 0).unwrap_or_else(|e| panic!("mknod {}: {e}", p.display()));
 }
 
 /// Everything observable about a tree outside the union: (type, mode, content or target,
@@ -229,7 +85,7 @@ fn snap_into(dir: &Path, rel: &[u8], out: &mut BTreeMap<Vec<u8>, String>) {
 }
 
 fn xattr_names(p: &Path) -> Vec<u8> {
-    let c = cstr(p);
+    let c = sys::cstr(p);
     let mut buf = vec![0u8; 4096];
     // SAFETY: owned buffer of the given size.
     let n = unsafe { libc::llistxattr(c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
@@ -255,7 +111,7 @@ fn errno_of<T>(r: std::io::Result<T>) -> Option<i32> {
 
 #[test]
 fn symlinks_pointing_outside_stay_links() {
-    if skip("symlinks_pointing_outside_stay_links") {
+    if !require_fuse() {
         return;
     }
     let s = Scratch::new("links");
@@ -307,7 +163,7 @@ fn symlinks_pointing_outside_stay_links() {
     }
 
     // Copy-up of a symlink copies the link: lchown (setattr), rename, link, unlink.
-    let c = cstr(&m.join("abs"));
+    let c = sys::cstr(&m.join("abs"));
     // SAFETY: NUL-terminated path.
     assert_eq!(unsafe { libc::lchown(c.as_ptr(), 0, 0) }, 0, "lchown abs");
     let up = fs::symlink_metadata(u.join("abs")).unwrap();
@@ -455,7 +311,7 @@ mod at {
 
 #[test]
 fn layer_directory_replaced_by_symlink_is_not_followed() {
-    if skip("layer_directory_replaced_by_symlink_is_not_followed") {
+    if !require_fuse() {
         return;
     }
     let s = Scratch::new("swap");
@@ -628,7 +484,7 @@ fn check_long_names(whiteout: &str) {
 
 #[test]
 fn names_of_255_bytes() {
-    if skip("names_of_255_bytes") {
+    if !require_fuse() {
         return;
     }
     check_long_names("auto");
@@ -731,7 +587,7 @@ fn check_odd_names(whiteout: &str) {
 
 #[test]
 fn names_with_newlines_spaces_and_invalid_utf8() {
-    if skip("names_with_newlines_spaces_and_invalid_utf8") {
+    if !require_fuse() {
         return;
     }
     check_odd_names("auto");
@@ -743,14 +599,14 @@ fn names_with_newlines_spaces_and_invalid_utf8() {
 
 #[test]
 fn thousand_lower_layers() {
-    if skip("thousand_lower_layers") {
+    if !require_fuse() {
         return;
     }
     let n = env_num("HOSTILE_LAYERS", 1000) as usize;
     let started = Instant::now();
     let s = Scratch::new("layers");
     let (u, m) = (s.dir("u"), s.dir("m"));
-    let lowers: Vec<PathBuf> = (0..n).map(|i| s.dir(&format!("L/{i}"))).collect();
+    let lowers: Vec<PathBuf> = (0..n).map(|i| s.dir(format!("L/{i}"))).collect();
     for (i, l) in lowers.iter().enumerate() {
         fs::write(l.join(format!("f{i}")), i.to_string()).unwrap();
         fs::create_dir(l.join("common")).unwrap();
@@ -800,7 +656,7 @@ fn thousand_lower_layers() {
 
 #[test]
 fn directory_with_100k_entries() {
-    if skip("directory_with_100k_entries") {
+    if !require_fuse() {
         return;
     }
     let n = env_num("HOSTILE_ENTRIES", 100_000) as usize;
@@ -889,7 +745,7 @@ fn read_fd(fd: OwnedFd) -> Vec<u8> {
 
 #[test]
 fn tree_500_levels_deep() {
-    if skip("tree_500_levels_deep") {
+    if !require_fuse() {
         return;
     }
     let depth = env_num("HOSTILE_DEPTH", 500) as usize;

@@ -10,16 +10,8 @@ use std::time::Duration;
 
 use common::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_unionfs-rs");
-
-fn is_mounted(path: &Path) -> bool {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let want = path.to_str().unwrap();
-    info.lines().any(|l| l.split(' ').nth(4) == Some(want))
-}
-
 fn mount(lower: &Path, upper: &Path, merged: &Path) {
-    let out = Command::new(BIN)
+    let out = Command::new(UNIONFS_BIN)
         .arg(lower)
         .arg(upper)
         .arg(merged)
@@ -30,6 +22,12 @@ fn mount(lower: &Path, upper: &Path, merged: &Path) {
         "mount failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// umount(8), as a container engine does; it must succeed.
+fn umount(merged: &Path) {
+    let status = Command::new("umount").arg(merged).status().unwrap();
+    assert!(status.success(), "umount {}: {status}", merged.display());
 }
 
 #[test]
@@ -47,13 +45,7 @@ fn a_new_mount_at_the_same_path_survives_the_old_daemons_exit() {
         let upper = dir.path().join(format!("upper{round}"));
         std::fs::create_dir(&upper).unwrap();
         mount(&lower, &upper, &merged);
-        assert!(
-            Command::new("umount")
-                .arg(&merged)
-                .status()
-                .unwrap()
-                .success()
-        );
+        umount(&merged);
         let next = dir.path().join(format!("next{round}"));
         std::fs::create_dir(&next).unwrap();
         mount(&lower, &next, &merged);
@@ -64,12 +56,6 @@ fn a_new_mount_at_the_same_path_survives_the_old_daemons_exit() {
             "round {round}: the new mount was taken down"
         );
         assert_eq!(read_string(&merged.join("f")).unwrap(), "x");
-        assert!(
-            Command::new("umount")
-                .arg(&merged)
-                .status()
-                .unwrap()
-                .success()
-        );
+        umount(&merged);
     }
 }

@@ -13,11 +13,23 @@
 //! (requests then fail with ENOTCONN); a [`Stack`]'s directory is removed only when nothing is
 //! mounted on it, and kept (path printed) when the test failed, for inspection.
 //!
+//! Submodules: `daemon` (starting, watching and stopping the unionfs-rs binary, for a `Stack`
+//! or for a test's own layer directories), `mounts` (the mount table, unmounting, a small
+//! tmpfs), `scratch` (a test's directory, removed only when nothing is mounted in it).
+//!
 //! `UNIONFS_TEST_BACKENDS=kernel|unionfs` restricts the run to one backend;
 //! `UNIONFS_TEST_TIMEOUT` (seconds, default 120) bounds one mount's life;
 //! `UNIONFS_TEST_SHOW=1` prints each backend's observation.
 
 #![allow(dead_code)]
+
+mod daemon;
+mod mounts;
+mod scratch;
+
+pub use daemon::*;
+pub use mounts::*;
+pub use scratch::*;
 
 use std::ffi::{CString, OsStr};
 use std::fmt::Debug;
@@ -28,11 +40,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Once, mpsc};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::process::{Command, ExitStatus};
+use std::sync::Once;
 
 /// The daemon under test, built by cargo for the integration tests.
 pub const UNIONFS_BIN: &str = env!("CARGO_BIN_EXE_unionfs-rs");
@@ -101,6 +110,24 @@ pub fn require_root() -> bool {
         );
     }
     is_root()
+}
+
+/// Like [`require_root`], for tests that run the daemon on their own layer directories: they
+/// also need `/dev/fuse`.
+pub fn require_fuse() -> bool {
+    let fuse = Path::new("/dev/fuse").exists();
+    if !is_root() || !fuse {
+        eprintln!("SKIP {}: needs root and /dev/fuse", test_name());
+    }
+    is_root() && fuse
+}
+
+/// A size knob from the environment (`CRASH_MB=100`), `default` when unset or not a number.
+pub fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(default)
 }
 
 fn selected_backends() -> Vec<Backend> {
@@ -424,8 +451,6 @@ pub fn names(dir: &Path) -> io::Result<Vec<String>> {
 // Stack: the layer directories of one mount
 // ---------------------------------------------------------------------------------------------
 
-static NEXT_STACK: AtomicUsize = AtomicUsize::new(0);
-
 /// The directories of one union: `lowers[0]` on top, an optional upper, a work directory beside
 /// it (same filesystem) and the mount point, all under one fresh directory.
 pub struct Stack {
@@ -434,6 +459,8 @@ pub struct Stack {
     upper: Option<Layer>,
     pub work: PathBuf,
     pub merged: PathBuf,
+    /// Removes the directory once nothing is mounted on it (kept when the test failed).
+    _scratch: Scratch,
 }
 
 impl Stack {
@@ -452,33 +479,22 @@ impl Stack {
     }
 
     fn build(nlowers: usize, with_upper: bool) -> Stack {
-        let n = NEXT_STACK.fetch_add(1, Ordering::Relaxed);
-        let dir = test_root().join(format!("{}-{}-{n}", test_name(), std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
-        // World-traversable, so tests acting as an unprivileged user can reach the mount.
-        for d in [&test_root(), &dir] {
-            fs::set_permissions(d, fs::Permissions::from_mode(0o755)).unwrap();
-        }
-        let mk = |name: &str| {
-            let p = dir.join(name);
-            fs::create_dir(&p).unwrap();
-            p
-        };
+        let scratch = Scratch::new("");
         let lowers = (0..nlowers)
             .map(|i| Layer {
-                root: mk(&format!("lower{i}")),
+                root: scratch.dir(format!("lower{i}")),
             })
             .collect();
-        let upper = with_upper.then(|| Layer { root: mk("upper") });
-        let work = mk("work");
-        let merged = mk("merged");
+        let upper = with_upper.then(|| Layer {
+            root: scratch.dir("upper"),
+        });
         Stack {
-            dir,
+            dir: scratch.root.clone(),
             lowers,
             upper,
-            work,
-            merged,
+            work: scratch.dir("work"),
+            merged: scratch.dir("merged"),
+            _scratch: scratch,
         }
     }
 
@@ -513,20 +529,6 @@ impl Stack {
             kernel_opts: Vec::new(),
             unionfs_args: Vec::new(),
             default_workdir: false,
-        }
-    }
-}
-
-impl Drop for Stack {
-    fn drop(&mut self) {
-        if is_mounted(&self.merged) {
-            // Removing through a live mount would delete files from the layers' backing store
-            // twice over and may hang; leave it for a human.
-            eprintln!("leaving {}: still mounted", self.dir.display());
-        } else if std::thread::panicking() {
-            eprintln!("test failed; layers kept in {}", self.dir.display());
-        } else {
-            let _ = fs::remove_dir_all(&self.dir);
         }
     }
 }
@@ -606,200 +608,37 @@ impl<'a> Mounter<'a> {
 
     fn unionfs_command(&self) -> Command {
         let st = self.stack;
-        let mut cmd = Command::new(UNIONFS_BIN);
-        cmd.arg("-f");
-        match &st.upper {
+        let lowers: Vec<PathBuf> = st.lowers.iter().map(|l| l.root.clone()).collect();
+        let mut cmd = match &st.upper {
             Some(up) => {
-                cmd.arg(st.lowerdir_list()).arg(&up.root).arg(&st.merged);
+                let mut cmd = unionfs_command(&lowers, &up.root, &st.merged);
                 if !self.default_workdir {
                     cmd.arg("--workdir").arg(&st.work);
                 }
+                cmd
             }
             None => {
-                cmd.arg("-o")
+                let mut cmd = Command::new(UNIONFS_BIN);
+                cmd.arg("-f")
+                    .arg("-o")
                     .arg(format!("lowerdir={}", st.lowerdir_list()))
                     .arg(&st.merged);
+                cmd
             }
-        }
+        };
         cmd.args(&self.unionfs_args);
         cmd
     }
 
     fn mount_unionfs(self) -> Mount<'a> {
         let log = self.stack.dir.join("daemon.log");
-        let logf = File::create(&log).unwrap();
-        let child = self
-            .unionfs_command()
-            .stdin(Stdio::null())
-            .stdout(logf.try_clone().unwrap())
-            .stderr(logf)
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {UNIONFS_BIN}: {e}"));
-        let mut daemon = Daemon {
-            child,
-            log,
-            watchdog: None,
-        };
-        if let Err(why) = wait_for_mount(&self.stack.merged, &mut daemon.child) {
-            let merged = &self.stack.merged;
-            daemon.stop(merged);
-            panic!(
-                "unionfs-rs mount at {} not live: {why}\n--- daemon output ---\n{}",
-                merged.display(),
-                daemon.output()
-            );
-        }
-        daemon.watchdog = Some(spawn_watchdog(daemon.child.id(), &self.stack.merged));
+        let daemon = Daemon::spawn(self.unionfs_command(), &self.stack.merged, &log)
+            .unwrap_or_else(|e| panic!("{e}"));
         Mount {
             stack: self.stack,
             backend: Backend::UnionFs,
             daemon: Some(daemon),
         }
-    }
-}
-
-/// The foreground daemon of one unionfs-rs mount.
-struct Daemon {
-    child: Child,
-    log: PathBuf,
-    watchdog: Option<(mpsc::Sender<()>, JoinHandle<()>)>,
-}
-
-impl Daemon {
-    fn output(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Stops the watchdog, unmounts and reaps the daemon, killing it if it does not exit.
-    /// Returns the daemon's exit status, None when it had to be killed.
-    fn stop(&mut self, merged: &Path) -> Option<ExitStatus> {
-        if let Some((tx, handle)) = self.watchdog.take() {
-            drop(tx);
-            let _ = handle.join();
-        }
-        unmount(merged, Backend::UnionFs);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            match self.child.try_wait() {
-                Ok(Some(status)) => {
-                    if !status.success() {
-                        eprintln!("unionfs-rs daemon exited with {status}");
-                    }
-                    return Some(status);
-                }
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(10))
-                }
-                _ => break,
-            }
-        }
-        eprintln!("unionfs-rs daemon did not exit after unmount; killing it");
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        None
-    }
-}
-
-fn mount_timeout() -> Duration {
-    let secs = std::env::var("UNIONFS_TEST_TIMEOUT")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(120);
-    Duration::from_secs(secs)
-}
-
-/// Kills a daemon that outlives the timeout: a hung FUSE request would otherwise block the
-/// test (and `cargo test`) forever; killed, the kernel fails pending requests with ENOTCONN.
-/// The pid stays valid until the guard reaps the child, which happens after this thread ends.
-fn spawn_watchdog(pid: u32, merged: &Path) -> (mpsc::Sender<()>, JoinHandle<()>) {
-    let (tx, rx) = mpsc::channel::<()>();
-    let merged = merged.to_path_buf();
-    let handle = std::thread::spawn(move || {
-        if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(mount_timeout()) {
-            eprintln!(
-                "WATCHDOG: unionfs-rs at {} still mounted after {:?}; killing daemon {pid}",
-                merged.display(),
-                mount_timeout()
-            );
-            // SAFETY: plain kill(2) of our own unreaped child.
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-        }
-    });
-    (tx, handle)
-}
-
-/// Decodes the octal escapes (`\040`) mountinfo uses for blanks in paths.
-fn unescape_mountinfo(field: &str) -> Vec<u8> {
-    let b = field.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 4 <= b.len() && b[i + 1..i + 4].iter().all(u8::is_ascii_digit) {
-            let s = std::str::from_utf8(&b[i + 1..i + 4]).unwrap();
-            out.push(u8::from_str_radix(s, 8).unwrap_or(b'?'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    out
-}
-
-/// The filesystem type mounted exactly at `path`, if any (the last mount there wins).
-pub fn mounted_fstype(path: &Path) -> Option<String> {
-    let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let want = path.as_os_str().as_bytes();
-    let mut found = None;
-    for line in info.lines() {
-        let fields: Vec<&str> = line.split(' ').collect();
-        let Some(sep) = fields.iter().position(|f| *f == "-") else {
-            continue;
-        };
-        if fields.len() > sep + 1 && fields.len() > 4 && unescape_mountinfo(fields[4]) == want {
-            found = Some(fields[sep + 1].to_string());
-        }
-    }
-    found
-}
-
-pub fn is_mounted(path: &Path) -> bool {
-    mounted_fstype(path).is_some()
-}
-
-/// Polls until a FUSE mount appears at `merged`; fails early when the daemon exits.
-pub fn wait_for_mount(merged: &Path, child: &mut Child) -> Result<(), String> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(t) = mounted_fstype(merged) {
-            if t.starts_with("fuse") {
-                return Ok(());
-            }
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            return Err(format!("daemon exited with {status} before mounting"));
-        }
-        if Instant::now() > deadline {
-            return Err("no FUSE mount in /proc/self/mountinfo after 10s".into());
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-/// Unmounts: `fusermount3 -u` for FUSE, `umount` for the kernel, then a lazy umount as the
-/// fallback so a busy or dead mount never outlives the test.
-pub fn unmount(merged: &Path, b: Backend) {
-    if !is_mounted(merged) {
-        return;
-    }
-    let first = match b {
-        Backend::UnionFs => Command::new("fusermount3").arg("-u").arg(merged).output(),
-        Backend::Kernel => Command::new("umount").arg(merged).output(),
-    };
-    let ok = first.map(|o| o.status.success()).unwrap_or(false);
-    if !ok || is_mounted(merged) {
-        eprintln!("unmount of {} failed; lazy umount", merged.display());
-        let _ = Command::new("umount").arg("-l").arg(merged).status();
     }
 }
 
@@ -834,7 +673,7 @@ impl Mount<'_> {
 
     /// The unionfs-rs daemon's pid (None for the kernel).
     pub fn daemon_pid(&self) -> Option<u32> {
-        self.daemon.as_ref().map(|d| d.child.id())
+        self.daemon.as_ref().map(Daemon::pid)
     }
 
     /// What the daemon printed so far (empty for the kernel).
@@ -850,7 +689,7 @@ impl Mount<'_> {
 
     fn stop(&mut self) -> Option<ExitStatus> {
         let status = match self.daemon.as_mut() {
-            Some(d) => d.stop(&self.stack.merged),
+            Some(d) => d.stop(),
             None => {
                 unmount(&self.stack.merged, self.backend);
                 None
