@@ -46,6 +46,7 @@ escapes the next character (\\: is a colon inside a path, \\, a comma).
   timeout=SECONDS                   kernel cache timeout for names and attributes (86400)
   noxattrs=1, noacl                 no extended attributes / no POSIX ACLs
   static_nlink, ino32_t, writeback  as in fuse-overlayfs
+  passthrough=on|off                kernel does file I/O itself when it allows (root; on)
   uidmapping=, gidmapping=          [:]CONTAINER:HOST:SIZE[:...] id translation
   squash_to_root, squash_to_uid=N, squash_to_gid=N
   xattr_permissions=0|1|2           ownership kept in override_stat xattrs
@@ -419,6 +420,15 @@ impl<'a> Opt<'a> {
         }
     }
 
+    /// `on`/`off` (or `1`/`0`); no value means on.
+    fn on_off(self) -> Result<bool, SetupError> {
+        match self.raw.map(|_| self.text()).transpose()?.as_deref() {
+            None | Some("on" | "1") => Ok(true),
+            Some("off" | "0") => Ok(false),
+            Some(v) => Err(self.bad(format!("expected on or off, got '{v}'"))),
+        }
+    }
+
     fn number<T: std::str::FromStr>(self) -> Result<T, SetupError> {
         let v = self.text()?;
         v.parse()
@@ -564,6 +574,7 @@ fn apply_fuse_option(st: &mut OptState, o: Opt) -> Result<bool, SetupError> {
         // The kernel's default for a new mount; nothing to pass.
         "relatime" => {}
         "writeback" => fuse.writeback = o.flag()?,
+        "passthrough" => fuse.passthrough = o.on_off()?,
         "threads" => fuse.threads = o.threads()?,
         "fsname" => fuse.fsname = o.word()?,
         "subtype" => fuse.subtype = o.word()?,
@@ -686,7 +697,7 @@ mod tests {
     #[test]
     fn every_known_option() {
         let o = "fsync=1,volatile,timeout=2.5,noxattrs=1,static_nlink,ino32_t,writeback=1,threads=7,\
-                 whiteout=oci,squash_to_root,squash_to_uid=5,xattr_permissions=2,noacl,redirect_dir=off,\
+                 passthrough=off,whiteout=oci,squash_to_root,squash_to_uid=5,xattr_permissions=2,noacl,redirect_dir=off,\
                  allow_other,default_permissions,suid,nosuid,dev,noexec,exec,noatime,relatime,sync,\
                  dirsync,ro,fsname=f,subtype=s,lowerdir=l";
         let inv = build_from(&["-o", o, "m"], false).unwrap();
@@ -697,6 +708,7 @@ mod tests {
         assert_eq!((fs.squash_uid, fs.squash_gid), (Some(5), Some(0)));
         assert_eq!(fs.xattr_permissions, XattrPermissions::Containers);
         assert!(fuse.writeback && fuse.allow_other && fuse.default_permissions && fuse.read_only);
+        assert!(!fuse.passthrough);
         assert_eq!(fuse.threads, 7);
         assert_eq!(
             fuse.flags,

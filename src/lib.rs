@@ -19,6 +19,7 @@ pub mod lookup;
 pub mod metrics;
 pub mod mount;
 pub mod ownership;
+pub mod passthrough;
 pub mod readdir;
 pub mod rename;
 pub mod stats;
