@@ -245,18 +245,100 @@ fn mmap_round_trip(m: &Mount<'_>) -> (Vec<u8>, Vec<u8>, u64) {
 }
 
 #[test]
+fn writes_through_passthrough_change_mtime_and_ctime() {
+    both_backends(|b| {
+        let st = Stack::new();
+        st.upper()
+            .file("up", "old")
+            .times("up", 1_000_000, 1_000_000);
+        let m = st.mount(b);
+        let before = fs::metadata(m.path("up")).unwrap();
+        let mut f = OpenOptions::new().append(true).open(m.path("up")).unwrap();
+        f.write_all(b" and new").unwrap();
+        let after = fs::metadata(m.path("up")).unwrap();
+        let via_fd = f.metadata().unwrap();
+        (
+            after.mtime() > before.mtime(),
+            after.ctime() >= before.ctime(),
+            after.len(),
+            via_fd.len(),
+            fs::read_to_string(m.path("up")).unwrap(),
+        )
+    });
+}
+
+/// `passthrough=off`, and `writeback` (the kernel refuses passthrough with the writeback
+/// cache): the daemon serves the data, which stays right.
+#[test]
 fn passthrough_off_keeps_the_daemon_on_the_data_path() {
     unionfs_only(|b| {
+        for option in ["passthrough=off", "writeback"] {
+            let st = Stack::new();
+            st.lower(0).file("lower", "l");
+            let m = st.mounter(b).unionfs_arg("-o").unionfs_arg(option).mount();
+            let (_, ok) = write_read_cycle(&m, "new");
+            let (_, ok2) = write_read_cycle(&m, "lower");
+            assert!(ok && ok2, "{option}");
+            assert_eq!(stats_field(&m, "passthrough_opens"), 0, "{option}");
+        }
+    });
+}
+
+/// Threads opening the same files read-only, read-write and O_DIRECT at once, while lower
+/// files get copied up under them: the daemon must always answer in a mode the kernel accepts,
+/// so no open(2) ever fails (EIO, ETXTBSY or EBUSY would show a mixed io mode).
+#[test]
+fn racing_opens_in_mixed_modes_never_fail() {
+    both_backends(|b| {
         let st = Stack::new();
-        st.lower(0).file("lower", "l");
-        let m = st
-            .mounter(b)
-            .unionfs_arg("-o")
-            .unionfs_arg("passthrough=off")
-            .mount();
-        let (_, ok) = write_read_cycle(&m, "new");
-        let (_, ok2) = write_read_cycle(&m, "lower");
-        assert!(ok && ok2);
-        assert_eq!(stats_field(&m, "passthrough_opens"), 0);
+        for i in 0..4 {
+            st.lower(0).file(&format!("low{i}"), pattern(8192, i));
+        }
+        st.upper().file("up", pattern(8192, 9));
+        let m = st.mount(b);
+        let names = ["low0", "low1", "low2", "low3", "up"];
+        let failures: Vec<String> = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..4)
+                .map(|t| {
+                    let m = &m;
+                    s.spawn(move || {
+                        let mut failed = Vec::new();
+                        // The last few files stay open, so opens overlap across threads.
+                        let mut held = std::collections::VecDeque::new();
+                        for i in 0..150usize {
+                            let path = m.path(names[(i + t) % names.len()]);
+                            let mut o = OpenOptions::new();
+                            match (i + t) % 3 {
+                                0 => o.read(true),
+                                1 => o.read(true).write(true),
+                                _ => o.read(true).custom_flags(libc::O_DIRECT),
+                            };
+                            let mut f = match o.open(&path) {
+                                Ok(f) => f,
+                                Err(e) => {
+                                    failed.push(format!("{}: {e}", path.display()));
+                                    continue;
+                                }
+                            };
+                            match (i + t) % 3 {
+                                0 => f.read_exact(&mut [0; 512]).unwrap(),
+                                1 => f.write_all(&[t as u8; 512]).unwrap(),
+                                _ => {}
+                            }
+                            held.push_back(f);
+                            if held.len() > 3 {
+                                held.pop_front();
+                            }
+                        }
+                        failed
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|w| w.join().unwrap())
+                .collect()
+        });
+        failures
     });
 }
