@@ -11,8 +11,8 @@
 //!   `BackingId`, dropped when its last open is released;
 //! - a node with live cached opens answers every new open cached;
 //! - a node with no live opens starts passthrough only if the open is eligible: the node is in
-//!   the upper layer (write opens are copied up before), so no copy-up can ever happen under
-//!   a passthrough open (a lower file's passthrough open would keep reading the lower copy
+//!   the upper layer (write opens are copied up before) or the union is read-only (no upper),
+//!   so no copy-up can ever happen under a passthrough open (a lower file's passthrough open would keep reading the lower copy
 //!   while writers changed the upper one), and the open is not O_DIRECT (the daemon keeps
 //!   serving those, as before: the upper's filesystem may not do direct I/O).
 //!
@@ -123,13 +123,18 @@ impl<B> IoModes<B> {
 }
 
 impl Union {
-    /// Whether the open `fh` (opened with `flags`) may start passthrough: its node is in the
-    /// upper layer and it is not O_DIRECT (see the module comment).
+    /// Whether the open `fh` (opened with `flags`) may start passthrough: it is not O_DIRECT
+    /// and no copy-up can ever move its node, which is in the upper layer or in a read-only
+    /// union (no upper: nothing is ever copied up). See the module comment.
     pub fn may_start_passthrough(&self, fh: Fh, flags: i32) -> bool {
         let Ok(file) = self.handles.file(fh) else {
             return false;
         };
-        flags & libc::O_DIRECT == 0 && self.upper_idx().is_ok_and(|up| file.node.layer() == up)
+        let settled = match self.upper_idx() {
+            Ok(upper) => file.node.layer() == upper,
+            Err(_) => self.read_only(),
+        };
+        flags & libc::O_DIRECT == 0 && settled
     }
 
     /// The real file behind the open `fh`, to register as its node's backing file.

@@ -284,6 +284,28 @@ fn passthrough_off_keeps_the_daemon_on_the_data_path() {
     });
 }
 
+/// A read-only union never copies up, so its lower files go passthrough too.
+#[test]
+fn read_only_union_reads_lower_files_through_passthrough() {
+    both_backends(|b| {
+        let st = Stack::read_only(2);
+        st.lower(0).file("top", pattern(1 << 20, 1));
+        st.lower(1).file("bottom", pattern(300_000, 2));
+        let m = st.mount(b);
+        let sums: Vec<bool> = [
+            ("top", pattern(1 << 20, 1)),
+            ("bottom", pattern(300_000, 2)),
+        ]
+        .iter()
+        .map(|(rel, want)| fs::read(m.path(rel)).unwrap() == *want)
+        .collect();
+        if b == Backend::UnionFs && is_passthrough_expected() {
+            assert!(stats_field(&m, "passthrough_opens") >= 2);
+        }
+        sums
+    });
+}
+
 /// Threads opening the same files read-only, read-write and O_DIRECT at once, while lower
 /// files get copied up under them: the daemon must always answer in a mode the kernel accepts,
 /// so no open(2) ever fails (EIO, ETXTBSY or EBUSY would show a mixed io mode).
