@@ -24,6 +24,9 @@
 //! earlier cached phase, and nothing fills it while the node is in passthrough mode, so a later
 //! cached phase never sees stale pages. The kernel refuses passthrough together with the
 //! writeback cache (`writeback` turns passthrough off).
+//!
+//! Locks: a shard of the node table here is taken with no other lock held (in OPEN, CREATE and
+//! RELEASE); registering a backing file under it takes only handle-table and node-state locks.
 
 use std::collections::HashSet;
 use std::sync::Arc;
