@@ -207,6 +207,9 @@ pub struct FuseOptions {
     pub threads: usize,
     /// Use the kernel's writeback cache (`writeback`).
     pub writeback: bool,
+    /// Let the kernel do file I/O on upper files itself when it grants FUSE passthrough
+    /// (`passthrough=on|off`; root mounts only, see `passthrough`).
+    pub passthrough: bool,
     /// Name shown in /proc/mounts as the source.
     pub fsname: String,
     /// Shown in /proc/mounts as the type `fuse.<subtype>`.
@@ -223,6 +226,7 @@ impl Default for FuseOptions {
             flags: Vec::new(),
             threads: 4,
             writeback: false,
+            passthrough: true,
             fsname: "unionfs-rs".to_string(),
             subtype: "unionfs-rs".to_string(),
         }

@@ -12,15 +12,16 @@
 //! No `dir_lock` is ever taken while a `copy_up_lock` is held.
 
 use std::ffi::OsStr;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use fuser::{
-    AccessFlags, CopyFileRangeFlags, Errno as FuseErrno, FileHandle, Filesystem, FopenFlags,
-    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
-    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek,
-    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    AccessFlags, BackingId, CopyFileRangeFlags, Errno as FuseErrno, FileHandle, Filesystem,
+    FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags,
+    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
+    ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::attr::{AttrChanges, NewTime, file_type, negative_entry_attr};
@@ -28,6 +29,7 @@ use crate::config::MountConfig;
 use crate::dir::NewObject;
 use crate::error::SetupError;
 use crate::inode::Node;
+use crate::passthrough::IoModes;
 use crate::sys::{self, Errno, SysResult};
 use crate::union::{Caller, Union};
 
@@ -44,6 +46,8 @@ pub struct UnionFs {
     posix_acl: bool,
     /// The kernel can do without OPENDIR/RELEASEDIR (told so at init; see `opendir`).
     no_opendir: bool,
+    /// Which opens go passthrough (see `passthrough`).
+    io: IoModes<BackingId>,
 }
 
 impl UnionFs {
@@ -55,6 +59,8 @@ impl UnionFs {
             writeback: config.fuse.writeback,
             posix_acl: config.fs.posix_acl && config.fs.xattrs && config.fuse.default_permissions,
             no_opendir: false,
+            // The kernel refuses passthrough together with the writeback cache.
+            io: IoModes::new(config.fuse.passthrough && !config.fuse.writeback),
         })
     }
 
@@ -131,6 +137,27 @@ impl UnionFs {
     }
 }
 
+impl UnionFs {
+    /// Counts the new open `fh` of node `ino` and chooses its io mode (see `passthrough`): the
+    /// node's backing file to answer it passthrough, or `None` for the cached path.
+    fn choose_io_mode(
+        &self,
+        ino: u64,
+        fh: u64,
+        flags: i32,
+        open_backing: impl FnOnce(BorrowedFd<'_>) -> std::io::Result<BackingId>,
+    ) -> Option<Arc<BackingId>> {
+        let eligible = self.io.enabled() && self.union.may_start_passthrough(fh, flags);
+        let backing = self.io.open(ino, fh, eligible, || {
+            open_backing(self.union.backing_file(fh)?.as_fd())
+        });
+        if backing.is_some() {
+            self.union.metrics.record_passthrough_open();
+        }
+        backing
+    }
+}
+
 impl Filesystem for UnionFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let _ = config.set_max_write(MAX_WRITE);
@@ -147,8 +174,16 @@ impl Filesystem for UnionFs {
         if self.writeback {
             wanted |= InitFlags::FUSE_WRITEBACK_CACHE;
         }
+        // Depth 1: backing files on a plain filesystem, and this mount can still be a layer
+        // of a kernel overlayfs. An upper on a stacked filesystem gets the cached path.
+        if self.io.enabled() && config.set_max_stack_depth(1).is_ok() {
+            wanted |= InitFlags::FUSE_PASSTHROUGH;
+        }
         let supported = config.capabilities() & wanted;
         let _ = config.add_capabilities(supported);
+        if !supported.contains(InitFlags::FUSE_PASSTHROUGH) {
+            self.io.disable();
+        }
         self.no_opendir = config
             .capabilities()
             .contains(InitFlags::FUSE_NO_OPENDIR_SUPPORT);
@@ -324,9 +359,16 @@ impl Filesystem for UnionFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match self.union.open(ino.0, flags.0) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
-            Err(e) => reply.error(errno(e)),
+        let fh = match self.union.open(ino.0, flags.0) {
+            Ok(fh) => fh,
+            Err(e) => return reply.error(errno(e)),
+        };
+        match self.choose_io_mode(ino.0, fh, flags.0, |fd| reply.open_backing(fd)) {
+            // No FOPEN_KEEP_CACHE: pages left by an earlier cached phase are dropped.
+            Some(backing) => {
+                reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &backing)
+            }
+            None => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
         }
     }
 
@@ -382,7 +424,7 @@ impl Filesystem for UnionFs {
     fn release(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
@@ -390,6 +432,7 @@ impl Filesystem for UnionFs {
         reply: ReplyEmpty,
     ) {
         self.union.handles.release_file(fh.0);
+        self.io.release(ino.0, fh.0);
         reply.ok();
     }
 
@@ -593,13 +636,24 @@ impl Filesystem for UnionFs {
         match result {
             Ok((node, st, Some(fh))) => {
                 let attr = self.union.attr_of(&node, &st);
-                reply.created(
-                    &self.ttl,
-                    &attr,
-                    Generation(node.generation),
-                    FileHandle(fh),
-                    FopenFlags::FOPEN_KEEP_CACHE,
-                );
+                let (ttl, generation) = (&self.ttl, Generation(node.generation));
+                match self.choose_io_mode(node.ino, fh, flags, |fd| reply.open_backing(fd)) {
+                    Some(backing) => reply.created_passthrough(
+                        ttl,
+                        &attr,
+                        generation,
+                        FileHandle(fh),
+                        FopenFlags::empty(),
+                        &backing,
+                    ),
+                    None => reply.created(
+                        ttl,
+                        &attr,
+                        generation,
+                        FileHandle(fh),
+                        FopenFlags::FOPEN_KEEP_CACHE,
+                    ),
+                }
             }
             Ok((node, _, None)) => {
                 self.union.nodes.forget(node.ino, 1);

@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod mount;
 pub mod ownership;
 pub mod parking;
+pub mod passthrough;
 pub mod readdir;
 pub mod rename;
 pub mod stats;

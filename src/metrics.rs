@@ -15,6 +15,8 @@ pub struct Metrics {
     pub copy_up_reflinks: AtomicU64,
     pub whiteouts: AtomicU64,
     pub opaque_dirs: AtomicU64,
+    /// Opens answered with FUSE passthrough (the kernel then does their I/O itself).
+    pub passthrough_opens: AtomicU64,
     latency_us: [AtomicU64; BUCKETS],
     /// When the union was set up, for rates in the report.
     pub started: Instant,
@@ -28,6 +30,7 @@ impl Default for Metrics {
             copy_up_reflinks: AtomicU64::new(0),
             whiteouts: AtomicU64::new(0),
             opaque_dirs: AtomicU64::new(0),
+            passthrough_opens: AtomicU64::new(0),
             latency_us: std::array::from_fn(|_| AtomicU64::new(0)),
             started: Instant::now(),
         }
@@ -52,6 +55,10 @@ impl Metrics {
 
     pub fn record_opaque(&self) {
         self.opaque_dirs.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn record_passthrough_open(&self) {
+        self.passthrough_opens.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The non-empty latency buckets as (upper bound in microseconds, count), fastest first.

@@ -45,6 +45,7 @@ pub struct Snapshot {
     pub copy_up_histogram: Vec<(u64, u64)>,
     pub whiteouts: u64,
     pub opaque_dirs: u64,
+    pub passthrough_opens: u64,
     pub index_hits: u64,
     pub index_misses: u64,
 }
@@ -67,6 +68,7 @@ impl Snapshot {
             copy_up_histogram: m.copy_up_latency_histogram(),
             whiteouts: m.whiteouts.load(Ordering::Relaxed),
             opaque_dirs: m.opaque_dirs.load(Ordering::Relaxed),
+            passthrough_opens: m.passthrough_opens.load(Ordering::Relaxed),
             index_hits: union.index.hits.load(Ordering::Relaxed),
             index_misses: union.index.misses.load(Ordering::Relaxed),
         }
@@ -104,6 +106,7 @@ impl Snapshot {
         let _ = writeln!(out, "copy_up_latency_histogram: {}", buckets.join(" "));
         let _ = writeln!(out, "whiteouts: {}", self.whiteouts);
         let _ = writeln!(out, "opaque_dirs: {}", self.opaque_dirs);
+        let _ = writeln!(out, "passthrough_opens: {}", self.passthrough_opens);
         let _ = writeln!(out, "index_hits: {}", self.index_hits);
         let _ = writeln!(out, "index_misses: {}", self.index_misses);
         let _ = writeln!(out, "index_hit_rate: {:.4}", self.index_hit_rate());
@@ -122,7 +125,8 @@ impl Snapshot {
             concat!(
                 "{{\"uptime_s\":{:.1},\"layers\":{},\"nodes\":{},\"copy_ups\":{},\"copy_up_bytes\":{},",
                 "\"copy_up_reflinks\":{},\"copy_up_latency_us\":{{\"p50\":{},\"p90\":{},\"p99\":{},\"max\":{},",
-                "\"histogram\":[{}]}},\"whiteouts\":{},\"opaque_dirs\":{},\"index_hits\":{},",
+                "\"histogram\":[{}]}},\"whiteouts\":{},\"opaque_dirs\":{},\"passthrough_opens\":{},",
+                "\"index_hits\":{},",
                 "\"index_misses\":{},\"index_hit_rate\":{:.4}}}\n"
             ),
             self.uptime_s,
@@ -138,6 +142,7 @@ impl Snapshot {
             hist.join(","),
             self.whiteouts,
             self.opaque_dirs,
+            self.passthrough_opens,
             self.index_hits,
             self.index_misses,
             self.index_hit_rate(),
@@ -239,6 +244,7 @@ mod tests {
             copy_up_histogram: vec![(64, 1), (128, 1)],
             whiteouts: 5,
             opaque_dirs: 1,
+            passthrough_opens: 4,
             index_hits: 3,
             index_misses: 1,
         }
@@ -252,6 +258,7 @@ mod tests {
             "copy_up_bytes: 4096",
             "copy_up_latency_p50: <= 64 us",
             "whiteouts: 5",
+            "passthrough_opens: 4",
         ] {
             assert!(text.contains(needle), "{needle} missing in {text}");
         }
@@ -264,7 +271,7 @@ mod tests {
         let json = sample().to_json();
         assert!(json.starts_with('{') && json.trim_end().ends_with('}'));
         assert!(json.contains("\"histogram\":[[64,1],[128,1]]"));
-        assert!(json.contains("\"p50\":64"));
+        assert!(json.contains("\"p50\":64") && json.contains("\"passthrough_opens\":4"));
         let empty = Snapshot {
             copy_up_p50_us: None,
             copy_up_histogram: vec![],

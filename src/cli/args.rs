@@ -27,6 +27,7 @@ escapes the next character (\\: is a colon inside a path, \\, a comma).
   timeout=SECONDS                   kernel cache timeout for names and attributes (86400)
   noxattrs=1, noacl                 no extended attributes / no POSIX ACLs
   static_nlink, ino32_t, writeback  as in fuse-overlayfs
+  passthrough=on|off                kernel does file I/O itself when it allows (root; on)
   uidmapping=, gidmapping=          [:]CONTAINER:HOST:SIZE[:...] id translation
   squash_to_root, squash_to_uid=N, squash_to_gid=N
   xattr_permissions=0|1|2           ownership kept in override_stat xattrs

@@ -178,6 +178,7 @@ fn apply_fuse_option(st: &mut OptState, o: Opt) -> Result<bool, SetupError> {
         // The kernel's default for a new mount; nothing to pass.
         "relatime" => {}
         "writeback" => fuse.writeback = o.flag()?,
+        "passthrough" => fuse.passthrough = o.on_off()?,
         "threads" => fuse.threads = o.threads()?,
         "fsname" => fuse.fsname = o.word()?,
         "subtype" => fuse.subtype = o.word()?,

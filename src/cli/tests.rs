@@ -100,7 +100,7 @@ fn positional_grammar() {
 #[test]
 fn every_known_option() {
     let o = "fsync=1,volatile,timeout=2.5,noxattrs=1,static_nlink,ino32_t,writeback=1,threads=7,\
-             whiteout=oci,squash_to_root,squash_to_uid=5,xattr_permissions=2,noacl,redirect_dir=off,\
+             passthrough=off,whiteout=oci,squash_to_root,squash_to_uid=5,xattr_permissions=2,noacl,redirect_dir=off,\
              allow_other,default_permissions,suid,nosuid,dev,noexec,exec,noatime,relatime,sync,\
              dirsync,ro,fsname=f,subtype=s,lowerdir=l";
     let inv = build_from(&["-o", o, "m"], false).unwrap();
@@ -111,6 +111,7 @@ fn every_known_option() {
     assert_eq!((fs.squash_uid, fs.squash_gid), (Some(5), Some(0)));
     assert_eq!(fs.xattr_permissions, XattrPermissions::Containers);
     assert!(fuse.writeback && fuse.allow_other && fuse.default_permissions && fuse.read_only);
+    assert!(!fuse.passthrough);
     assert_eq!(fuse.threads, 7);
     assert_eq!(
         fuse.flags,

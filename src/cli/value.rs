@@ -44,6 +44,15 @@ impl<'a> Opt<'a> {
         }
     }
 
+    /// `on`/`off` (or `1`/`0`); no value means on.
+    pub(super) fn on_off(self) -> Result<bool, SetupError> {
+        match self.raw.map(|_| self.text()).transpose()?.as_deref() {
+            None | Some("on" | "1") => Ok(true),
+            Some("off" | "0") => Ok(false),
+            Some(v) => Err(self.bad(format!("expected on or off, got '{v}'"))),
+        }
+    }
+
     pub(super) fn number<T: std::str::FromStr>(self) -> Result<T, SetupError> {
         let v = self.text()?;
         v.parse()
