@@ -27,7 +27,9 @@
 #   --out DIR    results directory (default target/bench): raw.tsv, table.md, chart.png
 # Environment: URS_BIN the unionfs-rs binary to measure (default: the release build),
 # URS_OPTS extra unionfs-rs options, FOVL_OPTS extra fuse-overlayfs -o options,
-# BENCH_ARGS arguments to prepend (so that `make bench BENCH_ARGS=--full` works).
+# BENCH_ARGS arguments to prepend (so that `make bench BENCH_ARGS=--full` works), BENCH_DATA and
+# BENCH_RUN the dataset and scratch directories (default /tmp/bench-data, /tmp/bench-run; give
+# each concurrent run its own).
 #
 # Workload ids: find3 statall lsR lsf lsl untar rmrf copyup chmod seqread seqwrite statdeep
 #               finddeep mountdeep (rss is measured during statall)
@@ -36,8 +38,8 @@ set -euo pipefail
 export LC_ALL=C
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-DATA_ROOT=/tmp/bench-data
-RUN=/tmp/bench-run
+DATA_ROOT=${BENCH_DATA:-/tmp/bench-data}
+RUN=${BENCH_RUN:-/tmp/bench-run}
 OUT=$ROOT/target/bench
 FULL=0 REPS='' ONLY='' SYSTEMS=native,kovl,fovl,urs WARM=0 KEEP=0 BUILD=1 TMPFS=0 LOOPFS='' BASE_BIN=
 
