@@ -18,9 +18,8 @@
 #   --ovl        run on kernel overlayfs instead (checks the checker: it must pass there)
 # Environment: UNIONFS_BIN, FD_BOUND, RSS_BOUND_MB, RESULTS=FILE (append the summary),
 # UNIONFS_ARGS (extra unionfs-rs arguments, e.g. "--threads 4"), STRESS_OPS (only these
-# operations, a comma list of the names in the "ops" line, to narrow a failure down),
-# STRESS_STRICT=1 (also fail on the known limitation estale_on_replace: an
-# open of a name that a rename is replacing at that moment; see docs/CONFORMANCE.md).
+# operations, a comma list of the names in the "ops" line, to narrow a failure down).
+# (STRESS_STRICT=1 is accepted and changes nothing: no known limitation is tolerated any more.)
 set -euo pipefail
 . "$(dirname "$0")/conformance-lib.sh"
 

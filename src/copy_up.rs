@@ -94,69 +94,35 @@ impl Union {
         data: CopyUpData,
     ) -> SysResult<CopyMethod> {
         let work = self.stack.work()?;
+        let wfd = work.fd.as_fd();
         let tmp = work.temp_name();
+        // The copy keeps the origin's number, but one without a recorded origin (a lower file
+        // with other links, or where the xattr cannot be written) shows its own after a new
+        // lookup: it must not take a number the kernel still holds (see `parking`).
+        let made = self.make_unheld(wfd, &tmp, || make_empty(src, wfd, &tmp))?;
         let built = self
-            .build_object(src, work.fd.as_fd(), &tmp, data)
-            .and_then(|method| {
-                self.copy_metadata(src, work.fd.as_fd(), &tmp)
-                    .map(|()| method)
-            });
+            .fill_object(src, made, data)
+            .and_then(|method| self.copy_metadata(src, wfd, &tmp).map(|()| method));
         let committed = built.and_then(|method| {
-            sys::rename_at(
-                work.fd.as_fd(),
-                &tmp,
-                dst_dir,
-                src.name,
-                sys::RenameFlags::NOREPLACE,
-            )
-            .map(|()| method)
+            sys::rename_at(wfd, &tmp, dst_dir, src.name, sys::RenameFlags::NOREPLACE)
+                .map(|()| method)
         });
         if committed.is_err() {
-            let _ = remove_tree(work.fd.as_fd(), &tmp);
+            let _ = remove_tree(wfd, &tmp);
         }
         committed
     }
 
-    /// Creates the object itself (with its data) at `work/tmp`.
-    fn build_object(
+    /// Copies the data into the new object (a file comes with its fd; others have none).
+    fn fill_object(
         &self,
         src: &Source<'_>,
-        work: BorrowedFd<'_>,
-        tmp: &OsStr,
+        made: Option<OwnedFd>,
         data: CopyUpData,
     ) -> SysResult<CopyMethod> {
-        match Kind::from_mode(src.stat.st_mode) {
-            Kind::File => self.build_file(src, work, tmp, data),
-            Kind::Dir => {
-                sys::mkdir_at(work, tmp, Mode::from_raw_mode(0o700)).map(|()| CopyMethod::Empty)
-            }
-            Kind::Symlink => {
-                let target = sys::readlink_at(src.dir, src.name)?;
-                sys::symlink_at(OsStr::from_bytes(&target), work, tmp).map(|()| CopyMethod::Empty)
-            }
-            _ => sys::mknod_at(
-                work,
-                tmp,
-                src.stat.st_mode & !0o7777 | 0o600,
-                src.stat.st_rdev,
-            )
-            .map(|()| CopyMethod::Empty),
-        }
-    }
-
-    fn build_file(
-        &self,
-        src: &Source<'_>,
-        work: BorrowedFd<'_>,
-        tmp: &OsStr,
-        data: CopyUpData,
-    ) -> SysResult<CopyMethod> {
-        let dst = sys::open_at(
-            work,
-            tmp,
-            OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY,
-            Mode::from_raw_mode(0o600),
-        )?;
+        let Some(dst) = made else {
+            return Ok(CopyMethod::Empty);
+        };
         let size = src.stat.st_size as u64;
         let len = match data {
             CopyUpData::Full => size,
@@ -269,6 +235,31 @@ impl Union {
         });
         self.index.drop_dir_names(node.ino); // it now has an upper layer its names never saw
         self.invalidate_aliases(node);
+    }
+}
+
+/// Creates the object itself, empty, at `work/tmp` (files come back open for the data).
+fn make_empty(src: &Source<'_>, work: BorrowedFd<'_>, tmp: &OsStr) -> SysResult<Option<OwnedFd>> {
+    match Kind::from_mode(src.stat.st_mode) {
+        Kind::File => sys::open_at(
+            work,
+            tmp,
+            OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY,
+            Mode::from_raw_mode(0o600),
+        )
+        .map(Some),
+        Kind::Dir => sys::mkdir_at(work, tmp, Mode::from_raw_mode(0o700)).map(|()| None),
+        Kind::Symlink => {
+            let target = sys::readlink_at(src.dir, src.name)?;
+            sys::symlink_at(OsStr::from_bytes(&target), work, tmp).map(|()| None)
+        }
+        _ => sys::mknod_at(
+            work,
+            tmp,
+            src.stat.st_mode & !0o7777 | 0o600,
+            src.stat.st_rdev,
+        )
+        .map(|()| None),
     }
 }
 

@@ -110,7 +110,9 @@ impl Union {
         what: &NewObject<'_>,
         caller: Caller,
     ) -> SysResult<Option<OwnedFd>> {
-        let fd = self.make_unheld(t.dir.as_fd(), name, what)?;
+        let fd = self.make_unheld(t.dir.as_fd(), name, || {
+            make_object(t.dir.as_fd(), name, what)
+        })?;
         if let Err(e) = self.give_to_caller(t, t.dir.as_fd(), name, what, caller) {
             let _ = remove_tree(t.dir.as_fd(), name);
             return Err(e);
@@ -130,13 +132,15 @@ impl Union {
         let work = self.stack.work()?;
         let tmp = work.temp_name();
         let wfd = work.fd.as_fd();
-        let built = self.make_unheld(wfd, &tmp, what).and_then(|fd| {
-            self.give_to_caller(t, wfd, &tmp, what, caller)?;
-            if matches!(what, NewObject::Dir { .. }) && t.whiteout.is_some() {
-                self.make_opaque_at(wfd, &tmp)?;
-            }
-            Ok(fd)
-        });
+        let built = self
+            .make_unheld(wfd, &tmp, || make_object(wfd, &tmp, what))
+            .and_then(|fd| {
+                self.give_to_caller(t, wfd, &tmp, what, caller)?;
+                if matches!(what, NewObject::Dir { .. }) && t.whiteout.is_some() {
+                    self.make_opaque_at(wfd, &tmp)?;
+                }
+                Ok(fd)
+            });
         let fd = match built {
             Ok(fd) => fd,
             Err(e) => {
@@ -149,30 +153,6 @@ impl Union {
             return Err(e);
         }
         Ok(fd)
-    }
-
-    /// `make_object`, made again while the object lands on an inode number the kernel still
-    /// holds for a removed object (see `parking`). The filesystem hands out a different free
-    /// number each time, so this ends; the bound only guards against a filesystem that would not.
-    fn make_unheld(
-        &self,
-        dir: BorrowedFd<'_>,
-        name: &OsStr,
-        what: &NewObject<'_>,
-    ) -> SysResult<Option<OwnedFd>> {
-        const ATTEMPTS: usize = 16;
-        for _ in 0..ATTEMPTS {
-            let fd = make_object(dir, name, what)?;
-            match self.park_if_held(dir, name) {
-                Ok(false) => return Ok(fd),
-                Ok(true) => continue,
-                Err(e) => {
-                    let _ = remove_tree(dir, name);
-                    return Err(e);
-                }
-            }
-        }
-        Err(Errno::AGAIN)
     }
 
     /// Moves `work/tmp` to `name`, replacing the whiteout there if any.

@@ -201,6 +201,10 @@ impl Filesystem for UnionFs {
         }
     }
 
+    fn destroy(&mut self) {
+        self.union.release_all_kept();
+    }
+
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
         self.union.forget(ino.0, nlookup);
     }

@@ -143,11 +143,18 @@ impl Union {
     /// So the path is resolved and opened under that lock. A node whose name went away, or
     /// whose path no longer resolves (an ancestor moved meanwhile), gives ESTALE: the kernel
     /// then walks the path again and retries the open once, as for any stale dentry.
+    ///
+    /// A node whose name a rename gave to another object while the kernel held it opens the
+    /// object kept for it (see `parking`), as kernel overlayfs opens the real inode it holds.
     fn open_current(&self, node: &Node, layer: LayerIdx, flags: OFlags) -> SysResult<OwnedFd> {
-        self.with_name_pinned(node, || match self.open_real(node, layer, flags) {
+        let opened = self.with_name_pinned(node, || match self.open_real(node, layer, flags) {
             Err(Errno::NOENT) => Err(Errno::STALE),
             other => other,
-        })
+        });
+        match opened {
+            Err(Errno::STALE) if node.is_unlinked() => self.reopen_pinned(node, flags),
+            other => other,
+        }
     }
 
     /// Runs `f` holding the lock of the directory containing `node`'s name, so the name keeps

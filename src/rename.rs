@@ -141,6 +141,10 @@ impl Union {
             }
             return sys::rename_at(sd, src.name, dd, dst.name, RenameFlags::EXCHANGE);
         }
+        if let Some(replaced) = &dst.found {
+            // A reader may have looked the old object up just now and be about to open it.
+            self.pin_replaced(dst.parent, dst.name, replaced);
+        }
         self.clear_upper_dst(dd, dst)?;
         if self.lower_has(src)? {
             self.metrics.record_whiteout();

@@ -291,7 +291,11 @@ impl Union {
     /// `ownership`).
     pub fn stat_node(&self, node: &Node) -> SysResult<Stat> {
         if node.is_unlinked() {
-            let mut st = self.handles.stat_open_file(node.ino).ok_or(Errno::NOENT)?;
+            let mut st = self
+                .handles
+                .stat_open_file(node.ino)
+                .or_else(|| self.pinned_stat(node.ino))
+                .ok_or(Errno::NOENT)?;
             (st.st_uid, st.st_gid) = self.ownership.to_view(st.st_uid, st.st_gid);
             return Ok(st);
         }
