@@ -75,6 +75,8 @@ ul_test_deps() {
     ul_ensure_fuse
     # mount/umount, setpriv and flock(1), useradd, getfattr for humans reading failures.
     ul_apt_install mount util-linux passwd attr
+    # getfacl/setfacl, also for humans only (the ACL tests use the xattrs): never required.
+    if ul_is_root; then ul_apt_install acl; fi
     if ul_is_root && ! grep -qw overlay /proc/filesystems; then
         modprobe overlay 2>/dev/null || ul_log "warning: no kernel overlayfs; reference tests will fail"
     fi

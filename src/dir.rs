@@ -13,6 +13,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
+use crate::acl::{self, Inherited};
 use crate::copy_up::CopyUpData;
 use crate::handles::Fh;
 use crate::index::Cached;
@@ -32,6 +33,27 @@ pub enum NewObject<'a> {
     Symlink { target: &'a OsStr },
 }
 
+impl NewObject<'_> {
+    /// The mode asked for (symlinks have none of their own).
+    fn mode(&self) -> Option<u32> {
+        match self {
+            NewObject::File { mode, .. }
+            | NewObject::Dir { mode }
+            | NewObject::Node { mode, .. } => Some(*mode),
+            NewObject::Symlink { .. } => None,
+        }
+    }
+
+    fn with_mode(self, new: u32) -> Self {
+        match self {
+            NewObject::File { flags, .. } => NewObject::File { mode: new, flags },
+            NewObject::Dir { .. } => NewObject::Dir { mode: new },
+            NewObject::Node { rdev, .. } => NewObject::Node { mode: new, rdev },
+            symlink @ NewObject::Symlink { .. } => symlink,
+        }
+    }
+}
+
 /// The upper parent directory, ready for a new name.
 struct Target {
     dir: Arc<OwnedFd>,
@@ -48,13 +70,15 @@ enum WhiteoutKind {
 
 impl Union {
     /// Creates `name` in `parent`; returns the new node (one lookup counted), its attributes and,
-    /// for files, an open handle.
+    /// for files, an open handle. `what` carries the mode as asked, before the caller's `umask`
+    /// (which a default ACL of the parent replaces, see `acl`).
     pub fn create_object(
         &self,
         parent: &Arc<Node>,
         name: &OsStr,
         what: NewObject<'_>,
         caller: Caller,
+        umask: u32,
     ) -> SysResult<(Arc<Node>, Stat, Option<Fh>)> {
         self.check_new_name(parent, name)?;
         if let NewObject::Node { mode, rdev } = what {
@@ -67,8 +91,10 @@ impl Union {
             return Err(Errno::EXIST);
         }
         let target = self.prepare_target(parent, name)?;
+        let inherited = self.inherit_from(&target, &what, umask);
+        let what = what.with_mode(inherited.mode);
         let fd = if target.whiteout.is_some() || matches!(what, NewObject::Dir { .. }) {
-            self.create_via_work(&target, name, &what, caller)?
+            self.create_via_work(&target, name, &what, &inherited, caller)?
         } else {
             self.create_in_place(&target, name, &what, caller)?
         };
@@ -87,6 +113,31 @@ impl Union {
             _ => None,
         };
         Ok((node, stat, fh))
+    }
+
+    /// The mode and ACLs a new object gets: the parent's default ACL when ACLs are served
+    /// (read from the upper parent, which copy-up gave every xattr), else the umask.
+    fn inherit_from(&self, t: &Target, what: &NewObject<'_>, umask: u32) -> Inherited {
+        let Some(mode) = what.mode() else {
+            return Inherited {
+                mode: 0o777,
+                access: None,
+                default: None,
+            };
+        };
+        let parent_default = if self.opts.posix_acl && self.opts.xattrs {
+            sys::xattr::get_opt(
+                t.dir.as_fd(),
+                OsStr::new(""),
+                OsStr::new(acl::DEFAULT_XATTR),
+            )
+            .ok()
+            .flatten()
+        } else {
+            None
+        };
+        let is_dir = matches!(what, NewObject::Dir { .. });
+        acl::inherit(parent_default.as_deref(), mode, umask, is_dir)
     }
 
     /// Copies the parent up and finds out whether the upper holds a whiteout for the name.
@@ -127,6 +178,7 @@ impl Union {
         t: &Target,
         name: &OsStr,
         what: &NewObject<'_>,
+        inherited: &Inherited,
         caller: Caller,
     ) -> SysResult<Option<OwnedFd>> {
         let work = self.stack.work()?;
@@ -136,6 +188,8 @@ impl Union {
             .make_unheld(wfd, &tmp, || make_object(wfd, &tmp, what))
             .and_then(|fd| {
                 self.give_to_caller(t, wfd, &tmp, what, caller)?;
+                // The work dir has no default ACL to inherit: write what the parent's gives.
+                store_inherited_acls(wfd, &tmp, inherited)?;
                 if matches!(what, NewObject::Dir { .. }) && t.whiteout.is_some() {
                     self.make_opaque_at(wfd, &tmp)?;
                 }
@@ -453,6 +507,20 @@ impl Union {
             found.placement.clone(),
         ))
     }
+}
+
+/// Writes the ACLs a new object inherited (see `acl`) on `name` in `dir`.
+fn store_inherited_acls(dir: BorrowedFd<'_>, name: &OsStr, inherited: &Inherited) -> SysResult<()> {
+    for (key, value) in [
+        (acl::ACCESS_XATTR, &inherited.access),
+        (acl::DEFAULT_XATTR, &inherited.default),
+    ] {
+        if let Some(value) = value {
+            let key = OsStr::new(key);
+            sys::xattr::set(dir, name, key, value, sys::xattr::XattrFlags::empty())?;
+        }
+    }
+    Ok(())
 }
 
 /// What the upper holds at `name` in the way of a whiteout.

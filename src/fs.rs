@@ -128,11 +128,12 @@ impl UnionFs {
         parent: INodeNo,
         name: &OsStr,
         what: NewObject<'_>,
+        umask: u32,
         reply: ReplyEntry,
     ) {
         let result = self
             .node(parent)
-            .and_then(|p| self.union.create_object(&p, name, what, caller(req)));
+            .and_then(|p| self.union.create_object(&p, name, what, caller(req), umask));
         reply_entry(self, reply, result.map(|(n, st, _)| (n, st)));
     }
 }
@@ -169,7 +170,9 @@ impl Filesystem for UnionFs {
             | InitFlags::FUSE_DO_READDIRPLUS
             | InitFlags::FUSE_READDIRPLUS_AUTO;
         if self.posix_acl {
-            wanted |= InitFlags::FUSE_POSIX_ACL;
+            // With ACLs the kernel leaves the umask to us (a default ACL replaces it), but only
+            // with DONT_MASK does it send the mode unmasked (see `acl`).
+            wanted |= InitFlags::FUSE_POSIX_ACL | InitFlags::FUSE_DONT_MASK;
         }
         if self.writeback {
             wanted |= InitFlags::FUSE_WRITEBACK_CACHE;
@@ -272,10 +275,10 @@ impl Filesystem for UnionFs {
         reply: ReplyEntry,
     ) {
         let what = NewObject::Node {
-            mode: mode & !umask,
+            mode,
             rdev: rdev as u64,
         };
-        self.create_entry(req, parent, name, what, reply);
+        self.create_entry(req, parent, name, what, umask, reply);
     }
 
     fn mkdir(
@@ -287,10 +290,8 @@ impl Filesystem for UnionFs {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        let what = NewObject::Dir {
-            mode: mode & !umask,
-        };
-        self.create_entry(req, parent, name, what, reply);
+        let what = NewObject::Dir { mode };
+        self.create_entry(req, parent, name, what, umask, reply);
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -318,7 +319,7 @@ impl Filesystem for UnionFs {
         let what = NewObject::Symlink {
             target: target.as_os_str(),
         };
-        self.create_entry(req, parent, link_name, what, reply);
+        self.create_entry(req, parent, link_name, what, 0, reply);
     }
 
     fn rename(
@@ -630,13 +631,10 @@ impl Filesystem for UnionFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let what = NewObject::File {
-            mode: mode & !umask,
-            flags,
-        };
+        let what = NewObject::File { mode, flags };
         let result = self
             .node(parent)
-            .and_then(|p| self.union.create_object(&p, name, what, caller(req)));
+            .and_then(|p| self.union.create_object(&p, name, what, caller(req), umask));
         match result {
             Ok((node, st, Some(fh))) => {
                 let attr = self.union.attr_of(&node, &st);

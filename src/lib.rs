@@ -3,6 +3,7 @@
 //! A stack of read-only lower directories and one writable upper directory are merged into one
 //! FUSE mount. See `fs` for the request flow and lock order, and DESIGN.md for the semantics.
 
+pub mod acl;
 pub mod attr;
 pub mod cli;
 pub mod config;

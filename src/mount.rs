@@ -172,6 +172,9 @@ fn mount_and_serve(config: &MountConfig, on_live: impl FnOnce()) -> Result<(), S
     let signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1])
         .map_err(|e| SetupError::io("installing signal handlers", e))?;
     let fs = UnionFs::new(config)?;
+    // New objects get exactly the mode worked out for them (the caller's umask, or the
+    // parent's default ACL instead, see `acl`); the daemon's own umask must not mask it again.
+    rustix::process::umask(rustix::fs::Mode::empty());
     let union = fs.union();
     let mountpoint = config.mountpoint.clone();
     let session = fuser::Session::new(fs, &mountpoint, &session_config(&config.fuse))

@@ -274,3 +274,111 @@ fn xattrs_on_symlinks_and_directories() {
         res
     });
 }
+
+/// A POSIX ACL in the kernel's xattr encoding.
+fn encode_acl(entries: &[(u16, u16, u32)]) -> Vec<u8> {
+    let mut v = 2u32.to_le_bytes().to_vec();
+    for &(tag, perm, id) in entries {
+        v.extend_from_slice(&tag.to_le_bytes());
+        v.extend_from_slice(&perm.to_le_bytes());
+        v.extend_from_slice(&id.to_le_bytes());
+    }
+    v
+}
+
+/// An encoded ACL as `getfacl -c` would print it, one entry per item.
+fn decode_acl(raw: &[u8]) -> Vec<String> {
+    raw[4..]
+        .chunks_exact(8)
+        .map(|e| {
+            let tag = u16::from_le_bytes([e[0], e[1]]);
+            let perm = u16::from_le_bytes([e[2], e[3]]);
+            let id = u32::from_le_bytes([e[4], e[5], e[6], e[7]]);
+            let kind = match tag {
+                0x01 => "user:".to_string(),
+                0x02 => format!("user:{id}"),
+                0x04 => "group:".to_string(),
+                0x08 => format!("group:{id}"),
+                0x10 => "mask:".to_string(),
+                _ => "other:".to_string(),
+            };
+            let bits: String = [(4, 'r'), (2, 'w'), (1, 'x')]
+                .iter()
+                .map(|&(b, c)| if perm & b != 0 { c } else { '-' })
+                .collect();
+            format!("{kind}:{bits}")
+        })
+        .collect()
+}
+
+/// `setfacl -d -m u::rwx,u:1234:rwx,g::rwx,m::rwx,o::r-x`.
+fn default_acl_with_named_user() -> Vec<u8> {
+    encode_acl(&[
+        (0x01, 7, u32::MAX),
+        (0x02, 7, 1234),
+        (0x04, 7, u32::MAX),
+        (0x10, 7, u32::MAX),
+        (0x20, 5, u32::MAX),
+    ])
+}
+
+/// Mode and both ACLs of `p`, readable.
+fn mode_and_acls(p: &Path) -> (String, Option<Vec<String>>, Option<Vec<String>>) {
+    use std::os::unix::fs::MetadataExt;
+    let mode = std::fs::symlink_metadata(p).unwrap().mode();
+    let acl = |key| sys::lgetxattr(p, key).ok().map(|v| decode_acl(&v));
+    (
+        format!("{mode:o}"),
+        acl("system.posix_acl_access"),
+        acl("system.posix_acl_default"),
+    )
+}
+
+#[test]
+fn new_objects_inherit_the_parents_default_acl() {
+    both_backends(|b| {
+        let st = Stack::new();
+        let default = default_acl_with_named_user();
+        st.lower(0)
+            .dir("lowerdir")
+            .xattr("lowerdir", "system.posix_acl_default", &default);
+        st.lower(0).file("wh/gone", "x").dir("wh/gonedir");
+        st.lower(0)
+            .xattr("wh", "system.posix_acl_default", &default);
+        let m = st.mount(b);
+        std::fs::create_dir(m.path("updir")).unwrap();
+        sys::lsetxattr(&m.path("updir"), "system.posix_acl_default", &default, 0).unwrap();
+        std::fs::remove_file(m.path("wh/gone")).unwrap();
+        std::fs::remove_dir(m.path("wh/gonedir")).unwrap();
+        // In place, through the work dir (directories, names over whiteouts), a plain parent;
+        // umask 022 and 077, which a default ACL replaces.
+        let script = "umask 022 && touch updir/f lowerdir/f wh/gone plain_f && \
+                      mkdir updir/d lowerdir/d wh/gonedir plain_d && mkfifo updir/p && \
+                      umask 077 && touch updir/f077 plain_f077 && mkdir updir/d077 plain_d077";
+        let status = std::process::Command::new("sh")
+            .args(["-c", script])
+            .current_dir(m.root())
+            .status()
+            .unwrap();
+        assert!(status.success(), "{script}");
+        let created = [
+            "updir/f",
+            "lowerdir/f",
+            "wh/gone",
+            "plain_f",
+            "updir/d",
+            "lowerdir/d",
+            "wh/gonedir",
+            "plain_d",
+            "updir/p",
+            "updir/f077",
+            "plain_f077",
+            "updir/d077",
+            "plain_d077",
+        ];
+        created
+            .iter()
+            .map(|rel| (*rel, mode_and_acls(&m.path(rel))))
+            .collect::<Vec<_>>()
+    });
+}
