@@ -142,12 +142,40 @@ pub struct LayerPaths {
 /// Default kernel cache timeout for names, attributes and negative entries.
 pub const DEFAULT_TIMEOUT_SECS: u64 = 86_400;
 
+/// How a copy-up is made durable (see `durability`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyUpSync {
+    /// Not forced (`volatile`, `fsync=0`): a crash may leave a partial copy, as with
+    /// fuse-overlayfs.
+    Off,
+    /// fsync before the copy goes into place, as kernel overlayfs does (`copy_up_sync=inline`).
+    Inline,
+    /// Into place at once, marked unsynced until a background sync: crash-safe without the wait.
+    Background,
+}
+
+impl CopyUpSync {
+    pub fn parse(s: &str) -> Result<CopyUpSync, String> {
+        match s {
+            "inline" => Ok(CopyUpSync::Inline),
+            "background" => Ok(CopyUpSync::Background),
+            _ => Err(format!(
+                "copy_up_sync must be inline or background, not {s:?}"
+            )),
+        }
+    }
+
+    pub fn syncs(self) -> bool {
+        self != CopyUpSync::Off
+    }
+}
+
 /// Behaviour of the union itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FsOptions {
     pub whiteout: WhiteoutFormat,
-    /// fsync copied-up data before it is renamed into place (off with `fsync=0` or `volatile`).
-    pub sync_copy_up: bool,
+    /// How copied-up data reaches the disk (`fsync=0`/`volatile`: never forced).
+    pub copy_up_sync: CopyUpSync,
     /// How long the kernel may cache names and attributes.
     pub timeout: Duration,
     /// Serve extended attributes (`noxattrs=1` turns them off: ENOTSUP).
@@ -174,7 +202,7 @@ impl Default for FsOptions {
     fn default() -> Self {
         FsOptions {
             whiteout: WhiteoutFormat::Auto,
-            sync_copy_up: true,
+            copy_up_sync: CopyUpSync::Background,
             // The daemon is the only writer of the upper and lowers do not change while
             // mounted (as for kernel overlayfs), so what the kernel caches stays true until a
             // change the kernel itself makes and tracks: cache for a day (fuse-overlayfs: 1e9 s).

@@ -4,12 +4,14 @@
 //! 1. ancestors first, top-down (each one is itself a copy-up of a directory);
 //! 2. build the copy under a temporary name in the work directory (same filesystem as the upper);
 //! 3. data first (reflink, else `copy_file_range` over data segments: holes stay holes), only the
-//!    bytes that will survive (`O_TRUNC` copies none), then fsync unless the mount is volatile;
-//! 4. metadata: xattrs (minus private ones), owner, mode, times, and the `origin` identity so the
-//!    inode number survives;
-//! 5. `renameat2(NOREPLACE)` into place. A failure at any rung removes the temporary: the upper is
-//!    exactly as before, and nobody ever sees a partial file under the real name, even after a
-//!    crash (stale temporaries are removed at the next mount).
+//!    bytes that will survive (`O_TRUNC` copies none);
+//! 4. metadata: xattrs (minus private ones), owner, the `origin` record (the identity, so the
+//!    inode number survives; and the unsynced mark, see `durability`), mode, times;
+//! 5. `renameat2(NOREPLACE)` into place, the data synced first unless it is marked unsynced (then
+//!    a background sync follows) or the mount is volatile. A failure at any rung removes the
+//!    temporary: the upper is exactly as before, and nobody ever sees a partial file under the
+//!    real name, even after a crash (stale temporaries are removed at the next mount, unsynced
+//!    copies judged when looked up).
 //!
 //! Exactly once per object: `Node::copy_up_lock` serialises racing threads and the second one
 //! finds the work done. Locks are taken child before ancestor, never the reverse, and no
@@ -22,7 +24,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::inode::{InoMapper, Kind, Node, Placement};
+use crate::config::CopyUpSync;
+use crate::durability::OriginRecord;
+use crate::inode::{Kind, Node, Placement};
 use crate::layers::{LayerIdx, remove_tree};
 use crate::sys::copy::CopyMethod;
 use crate::sys::{self, Errno, Mode, OFlags, Stat, SysResult};
@@ -100,52 +104,85 @@ impl Union {
         // with other links, or where the xattr cannot be written) shows its own after a new
         // lookup: it must not take a number the kernel still holds (see `parking`).
         let made = self.make_unheld(wfd, &tmp, || make_empty(src, wfd, &tmp))?;
+        let mut unsynced = None;
         let built = self
             .fill_object(src, made, data)
-            .and_then(|method| self.copy_metadata(src, wfd, &tmp).map(|()| method));
+            .and_then(|(method, copy)| {
+                unsynced = self.copy_metadata(src, wfd, &tmp, copy)?;
+                Ok(method)
+            });
         let committed = built.and_then(|method| {
             sys::rename_at(wfd, &tmp, dst_dir, src.name, sys::RenameFlags::NOREPLACE)
                 .map(|()| method)
         });
         if committed.is_err() {
             let _ = remove_tree(wfd, &tmp);
+        } else if let Some((fd, record)) = unsynced {
+            // In place and marked: from here the syncer (or an fsync) finishes the job.
+            self.durability.enqueue(fd, record)?;
         }
         committed
     }
 
-    /// Copies the data into the new object (a file comes with its fd; others have none).
+    /// Copies the data into the new object (a file comes with its fd; others have none). The fd
+    /// comes back when the copy has data that must still reach the disk.
     fn fill_object(
         &self,
         src: &Source<'_>,
         made: Option<OwnedFd>,
         data: CopyUpData,
-    ) -> SysResult<CopyMethod> {
+    ) -> SysResult<(CopyMethod, Option<OwnedFd>)> {
         let Some(dst) = made else {
-            return Ok(CopyMethod::Empty);
+            return Ok((CopyMethod::Empty, None));
         };
         let size = src.stat.st_size as u64;
         let len = match data {
             CopyUpData::Full => size,
             CopyUpData::Truncated(n) => n.min(size),
         };
-        let method = if len == 0 {
-            CopyMethod::Empty
-        } else {
-            let input = open_source(src)?;
-            sys::copy::copy_data(input.as_fd(), dst.as_fd(), len, self.opts.sync_copy_up)?
-        };
-        if self.opts.sync_copy_up && len > 0 {
-            sys::fsync_fd(dst.as_fd(), true)?;
+        if len == 0 {
+            return Ok((CopyMethod::Empty, None));
         }
-        Ok(method)
+        let input = open_source(src)?;
+        let sync = self.opts.copy_up_sync;
+        // Writeback started chunk by chunk overlaps the copy only when we wait for it here.
+        let inline = sync == CopyUpSync::Inline;
+        let method = sys::copy::copy_data(input.as_fd(), dst.as_fd(), len, inline)?;
+        Ok((method, sync.syncs().then_some(dst)))
     }
 
-    /// Rung 4: xattrs, owner, mode, times, origin, in that order (chown clears set-id bits, so
-    /// mode comes after it; times come last because the other steps touch ctime only).
-    fn copy_metadata(&self, src: &Source<'_>, work: BorrowedFd<'_>, tmp: &OsStr) -> SysResult<()> {
+    /// Rung 4: owner, xattrs, origin record, mode, times, in that order (chown(2) drops
+    /// `security.capability` and set-id bits, so xattrs and mode come after it; the record
+    /// before the mode, which may forbid an unprivileged daemon to write xattrs; times last
+    /// because the other steps touch ctime only). Data still to be synced is synced here, or marked unsynced: then the copy's fd and
+    /// record come back for the syncer.
+    fn copy_metadata(
+        &self,
+        src: &Source<'_>,
+        work: BorrowedFd<'_>,
+        tmp: &OsStr,
+        unsynced_data: Option<OwnedFd>,
+    ) -> SysResult<Option<(OwnedFd, OriginRecord)>> {
         let kind = Kind::from_mode(src.stat.st_mode);
-        self.copy_xattrs(src, work, tmp)?;
         self.copy_owner(src, work, tmp)?;
+        self.copy_xattrs(src, work, tmp)?;
+        let mark = unsynced_data
+            .as_ref()
+            .and_then(|_| self.durability.unsynced_mark(src.stat.st_mode));
+        let record = OriginRecord {
+            identity: self.origin_identity(src, kind),
+            unsynced_boot: mark,
+        };
+        let marked = self.write_origin(work, tmp, &record) && record.unsynced_boot.is_some();
+        let deferred = match unsynced_data {
+            Some(fd) if marked => Some((fd, record)),
+            Some(fd) => {
+                sys::fsync_fd(fd.as_fd(), true)?;
+                self.durability.note_synced_inline();
+                None
+            }
+            None => None,
+        };
         if kind != Kind::Symlink {
             rustix::fs::chmodat(
                 work,
@@ -153,12 +190,6 @@ impl Union {
                 Mode::from_raw_mode(src.stat.st_mode & 0o7777),
                 sys::AtFlags::empty(),
             )?;
-        }
-        // Like the kernel without an inode index: a lower file with other hard links keeps its
-        // number only for this mount. Recorded, the copy would share it after a remount with
-        // the links still in the lower, which then show other data under the same st_ino.
-        if kind != Kind::Dir && src.stat.st_nlink == 1 {
-            self.write_origin(src, work, tmp);
         }
         let times = rustix::fs::Timestamps {
             last_access: rustix::fs::Timespec {
@@ -170,7 +201,8 @@ impl Union {
                 tv_nsec: src.stat.st_mtime_nsec as _,
             },
         };
-        sys::utimens_at(work, tmp, &times)
+        sys::utimens_at(work, tmp, &times)?;
+        Ok(deferred)
     }
 
     fn copy_xattrs(&self, src: &Source<'_>, work: BorrowedFd<'_>, tmp: &OsStr) -> SysResult<()> {
@@ -211,14 +243,30 @@ impl Union {
         }
     }
 
-    /// Records the object's identity so its inode number survives copy-up and remounts.
-    /// Best effort: a symlink cannot carry `user.` xattrs, and then only this mount remembers.
-    fn write_origin(&self, src: &Source<'_>, work: BorrowedFd<'_>, tmp: &OsStr) {
-        let dev = self.stack.get(src.layer).dev;
-        let value = InoMapper::encode_origin(dev, src.stat.st_ino);
+    /// The identity the copy keeps, if it may: like the kernel without an inode index, a lower
+    /// file with other hard links keeps its number only for this mount. Recorded, the copy
+    /// would share it after a remount with the links still in the lower, which then show other
+    /// data under the same st_ino.
+    fn origin_identity(&self, src: &Source<'_>, kind: Kind) -> Option<(u64, u64)> {
+        (kind != Kind::Dir && src.stat.st_nlink == 1)
+            .then(|| (self.stack.get(src.layer).dev, src.stat.st_ino))
+    }
+
+    /// Records the object's identity (so its inode number survives copy-up and remounts) and
+    /// the unsynced mark; whether it was written. Best effort for the identity: a symlink
+    /// cannot carry `user.` xattrs, and then only this mount remembers.
+    fn write_origin(&self, work: BorrowedFd<'_>, tmp: &OsStr, record: &OriginRecord) -> bool {
+        if record.identity.is_none() && record.unsynced_boot.is_none() {
+            return false;
+        }
         let key = self.stack.format.origin_xattr();
-        if let Err(e) = sys::xattr::set(work, tmp, &key, &value, sys::xattr::XattrFlags::empty()) {
-            tracing::debug!(error = %e, "origin not recorded");
+        let flags = sys::xattr::XattrFlags::empty();
+        match sys::xattr::set(work, tmp, &key, &record.encode(), flags) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!(error = %e, "origin not recorded");
+                false
+            }
         }
     }
 

@@ -317,6 +317,7 @@ impl Union {
             stat,
             placement,
             identity: (self.stack.get(upper).dev, stat.st_ino),
+            unsynced: false,
         };
         self.index
             .insert(parent.ino, name, Cached::Present(found.clone()));
@@ -361,6 +362,9 @@ impl Union {
         self.copy_up(node, CopyUpData::Full)?;
         let target = self.prepare_target(parent, name)?;
         let (src_dir, src_name) = self.parent_dir_in(node, self.upper_idx()?)?;
+        // A second name for a copy whose data is not on disk yet would outlive its removal
+        // after a power loss (see `durability`).
+        self.durability.settle_at(src_dir.as_fd(), &src_name)?;
         match target.whiteout {
             None => sys::link_at(src_dir.as_fd(), &src_name, target.dir.as_fd(), name)?,
             Some(_) => {

@@ -205,6 +205,8 @@ impl Filesystem for UnionFs {
     }
 
     fn destroy(&mut self) {
+        // An unmounted union leaves no copy-up unsynced behind.
+        self.union.durability.drain();
         self.union.release_all_kept();
     }
 

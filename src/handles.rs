@@ -133,6 +133,10 @@ impl Union {
                 OFlags::empty()
             };
         let fd = self.open_current(&node, layer, oflags)?;
+        if flags & (libc::O_SYNC | libc::O_DSYNC) != 0 && self.stack.is_upper(layer) {
+            // Synchronous writes may bypass us (passthrough): make the copy-up durable first.
+            self.durability.settle_fd(fd.as_fd())?;
+        }
         Ok(self.insert_file(node, oflags, layer, fd))
     }
 
@@ -208,7 +212,9 @@ impl Union {
 
     pub fn fsync(&self, fh: Fh, data_only: bool) -> SysResult<()> {
         let fd = self.handles.file(fh)?.fd(self)?;
-        sys::fsync_fd(fd.as_fd(), data_only)
+        sys::fsync_fd(fd.as_fd(), data_only)?;
+        // A fresh copy-up is whole on disk only once its unsynced mark is gone too.
+        self.durability.settle_fd(fd.as_fd())
     }
 
     pub fn fallocate(&self, fh: Fh, offset: u64, length: u64, mode: i32) -> SysResult<()> {

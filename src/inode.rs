@@ -389,17 +389,6 @@ impl InoMapper {
             if self.ino32 { n & 0xffff_ffff } else { n }
         })
     }
-
-    /// Encodes an identity for the `origin` xattr written at copy-up.
-    pub fn encode_origin(dev: u64, ino: u64) -> Vec<u8> {
-        format!("{dev}:{ino}").into_bytes()
-    }
-
-    pub fn decode_origin(raw: &[u8]) -> Option<(u64, u64)> {
-        let s = std::str::from_utf8(raw).ok()?;
-        let (dev, ino) = s.split_once(':')?;
-        Some((dev.parse().ok()?, ino.parse().ok()?))
-    }
 }
 
 #[cfg(test)]
@@ -481,12 +470,5 @@ mod tests {
         let a = m.map(1, u64::MAX - 5);
         let b = m.map(2, u64::MAX - 5);
         assert_ne!(a, b);
-    }
-
-    #[test]
-    fn origin_round_trip() {
-        let raw = InoMapper::encode_origin(2049, 123456);
-        assert_eq!(InoMapper::decode_origin(&raw), Some((2049, 123456)));
-        assert_eq!(InoMapper::decode_origin(b"junk"), None);
     }
 }

@@ -10,6 +10,7 @@ pub mod config;
 pub mod copy_up;
 pub mod dir;
 pub mod dirfds;
+pub mod durability;
 pub mod error;
 pub mod fs;
 pub mod handles;

@@ -13,7 +13,8 @@ use std::ffi::OsStr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 
-use crate::inode::{InoMapper, Kind, Placement};
+use crate::durability::OriginRecord;
+use crate::inode::{Kind, Placement};
 use crate::layers::{LayerIdx, LayerStack};
 use crate::sys::{self, Errno, Stat, SysResult};
 use crate::whiteout;
@@ -27,6 +28,9 @@ pub struct Resolved {
     pub placement: Placement,
     /// (device, inode) the inode number derives from.
     pub identity: (u64, u64),
+    /// The topmost instance is a copy-up whose data may not be on disk yet (see `durability`):
+    /// the union decides whether it stands before using it.
+    pub unsynced: bool,
 }
 
 /// What one layer says about a name.
@@ -35,11 +39,11 @@ enum LayerAnswer {
     /// Deleted here (whiteout): nothing below counts.
     WhitedOut,
     /// Present; `hides_below` when an opaque marker or same-layer OCI whiteout stops the descent;
-    /// `origin` is the identity recorded at copy-up (upper non-directories only).
+    /// `origin` is what copy-up recorded (upper non-directories only).
     Present {
         stat: Stat,
         hides_below: bool,
-        origin: Option<(u64, u64)>,
+        origin: Option<OriginRecord>,
     },
 }
 
@@ -95,7 +99,11 @@ pub fn resolve(
                             Vec::new()
                         },
                     },
-                    identity: origin.unwrap_or((dev, stat.st_ino)),
+                    identity: origin
+                        .as_ref()
+                        .and_then(|o| o.identity)
+                        .unwrap_or((dev, stat.st_ino)),
+                    unsynced: origin.is_some_and(|o| o.unsynced_boot.is_some()),
                 });
                 if !kind.is_dir() {
                     break;
@@ -193,12 +201,12 @@ pub fn lower_has_name(
     Ok(resolve(stack, dir_of, &lowers, name, None)?.is_some())
 }
 
-/// The identity recorded by copy-up on an upper object, if any.
+/// What copy-up recorded on an upper object, if anything.
 pub fn read_origin(
     stack: &LayerStack,
     dir: std::os::fd::BorrowedFd<'_>,
     name: &OsStr,
-) -> Option<(u64, u64)> {
+) -> Option<OriginRecord> {
     let raw = sys::xattr::get_opt(dir, name, &stack.format.origin_xattr()).ok()??;
-    InoMapper::decode_origin(&raw)
+    OriginRecord::decode(&raw)
 }

@@ -392,6 +392,7 @@ impl Union {
                 },
             },
             identity: (self.stack.get(sole.layer).dev, sole.raw_ino),
+            unsynced: false,
         };
         let cached = Cached::Present(found.clone());
         self.index

@@ -130,6 +130,12 @@ impl Union {
         let src_dir = self.dir_in(src.parent, upper)?;
         let dst_dir = self.dir_in(dst.parent, upper)?;
         let (sd, dd) = (src_dir.as_fd(), dst_dir.as_fd());
+        // A copy whose data is not on disk yet is removed after a power loss (see `durability`):
+        // under another name, that would lose the object instead of reverting it.
+        self.durability.settle_at(sd, src.name)?;
+        if flags.contains(RenameFlags::EXCHANGE) {
+            self.durability.settle_at(dd, dst.name)?;
+        }
         let src_is_dir = src.found.as_ref().is_some_and(|f| f.kind.is_dir());
         if src_is_dir && self.lower_has(dst)? {
             self.make_opaque_at(sd, src.name)?;

@@ -43,6 +43,11 @@ pub struct Snapshot {
     pub copy_up_max_us: Option<u64>,
     /// (upper bound in microseconds, count), non-empty buckets only.
     pub copy_up_histogram: Vec<(u64, u64)>,
+    /// Copy-ups in place whose data is still being synced in the background.
+    pub copy_ups_unsynced: u64,
+    /// Copy-ups synced after they went into place / before (see `durability`).
+    pub copy_ups_synced_later: u64,
+    pub copy_ups_synced_inline: u64,
     pub whiteouts: u64,
     pub opaque_dirs: u64,
     pub passthrough_opens: u64,
@@ -54,6 +59,7 @@ impl Snapshot {
     pub fn of(union: &Union) -> Snapshot {
         let m = &union.metrics;
         let q = |p| m.copy_up_latency_quantile_us(p);
+        let (unsynced, synced_later, synced_inline) = union.durability.counts();
         Snapshot {
             uptime_s: m.started.elapsed().as_secs_f64(),
             layers: union.stack.layers().len(),
@@ -66,6 +72,9 @@ impl Snapshot {
             copy_up_p99_us: q(0.99),
             copy_up_max_us: q(1.0),
             copy_up_histogram: m.copy_up_latency_histogram(),
+            copy_ups_unsynced: unsynced,
+            copy_ups_synced_later: synced_later,
+            copy_ups_synced_inline: synced_inline,
             whiteouts: m.whiteouts.load(Ordering::Relaxed),
             opaque_dirs: m.opaque_dirs.load(Ordering::Relaxed),
             passthrough_opens: m.passthrough_opens.load(Ordering::Relaxed),
@@ -104,6 +113,13 @@ impl Snapshot {
             .map(|(b, n)| format!("<{b}us={n}"))
             .collect();
         let _ = writeln!(out, "copy_up_latency_histogram: {}", buckets.join(" "));
+        let _ = writeln!(out, "copy_ups_unsynced: {}", self.copy_ups_unsynced);
+        let _ = writeln!(out, "copy_ups_synced_later: {}", self.copy_ups_synced_later);
+        let _ = writeln!(
+            out,
+            "copy_ups_synced_inline: {}",
+            self.copy_ups_synced_inline
+        );
         let _ = writeln!(out, "whiteouts: {}", self.whiteouts);
         let _ = writeln!(out, "opaque_dirs: {}", self.opaque_dirs);
         let _ = writeln!(out, "passthrough_opens: {}", self.passthrough_opens);
@@ -125,7 +141,8 @@ impl Snapshot {
             concat!(
                 "{{\"uptime_s\":{:.1},\"layers\":{},\"nodes\":{},\"copy_ups\":{},\"copy_up_bytes\":{},",
                 "\"copy_up_reflinks\":{},\"copy_up_latency_us\":{{\"p50\":{},\"p90\":{},\"p99\":{},\"max\":{},",
-                "\"histogram\":[{}]}},\"whiteouts\":{},\"opaque_dirs\":{},\"passthrough_opens\":{},",
+                "\"histogram\":[{}]}},\"copy_ups_unsynced\":{},\"copy_ups_synced_later\":{},",
+                "\"copy_ups_synced_inline\":{},\"whiteouts\":{},\"opaque_dirs\":{},\"passthrough_opens\":{},",
                 "\"index_hits\":{},",
                 "\"index_misses\":{},\"index_hit_rate\":{:.4}}}\n"
             ),
@@ -140,6 +157,9 @@ impl Snapshot {
             opt(self.copy_up_p99_us),
             opt(self.copy_up_max_us),
             hist.join(","),
+            self.copy_ups_unsynced,
+            self.copy_ups_synced_later,
+            self.copy_ups_synced_inline,
             self.whiteouts,
             self.opaque_dirs,
             self.passthrough_opens,
@@ -242,6 +262,9 @@ mod tests {
             copy_up_p99_us: Some(128),
             copy_up_max_us: Some(128),
             copy_up_histogram: vec![(64, 1), (128, 1)],
+            copy_ups_unsynced: 1,
+            copy_ups_synced_later: 6,
+            copy_ups_synced_inline: 0,
             whiteouts: 5,
             opaque_dirs: 1,
             passthrough_opens: 4,
@@ -259,6 +282,7 @@ mod tests {
             "copy_up_latency_p50: <= 64 us",
             "whiteouts: 5",
             "passthrough_opens: 4",
+            "copy_ups_synced_later: 6",
         ] {
             assert!(text.contains(needle), "{needle} missing in {text}");
         }
@@ -272,6 +296,7 @@ mod tests {
         assert!(json.starts_with('{') && json.trim_end().ends_with('}'));
         assert!(json.contains("\"histogram\":[[64,1],[128,1]]"));
         assert!(json.contains("\"p50\":64") && json.contains("\"passthrough_opens\":4"));
+        assert!(json.contains("\"copy_ups_unsynced\":1,\"copy_ups_synced_later\":6"));
         let empty = Snapshot {
             copy_up_p50_us: None,
             copy_up_histogram: vec![],

@@ -9,8 +9,9 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
-use crate::config::{FsOptions, MountConfig};
+use crate::config::{CopyUpSync, FsOptions, MountConfig};
 use crate::dirfds::DirFds;
+use crate::durability::{Durability, Verdict};
 use crate::error::SetupError;
 use crate::handles::Handles;
 use crate::index::{Cached, DirNames, PathIndex};
@@ -65,6 +66,8 @@ pub struct Union {
     pub chown_new: bool,
     /// Id mappings, squashing and override xattrs (see `ownership`).
     pub ownership: Ownership,
+    /// Copy-ups whose data is synced in the background (see `durability`).
+    pub durability: Durability,
 }
 
 impl Union {
@@ -84,6 +87,10 @@ impl Union {
             },
         );
         nodes.get_or_insert(ROOT_INO, Kind::Dir, || root);
+        let durability = Durability::new(
+            config.fs.copy_up_sync == CopyUpSync::Background && stack.upper().is_some(),
+            stack.format.origin_xattr(),
+        );
         Ok(Union {
             stack,
             nodes,
@@ -97,6 +104,7 @@ impl Union {
             metrics: Metrics::default(),
             chown_new: sys::euid() == 0,
             ownership: Ownership::new(&config.fs),
+            durability,
         })
     }
 
@@ -164,13 +172,25 @@ impl Union {
         let placement = parent.placement();
         let names = self.dir_names(parent, &placement.dir_layers, epoch);
         let listed = names.as_ref().and_then(|n| n.listed(name.as_bytes()));
-        let found = lookup::resolve(
-            &self.stack,
-            &|l| self.dir_in(parent, l),
-            &placement.dir_layers,
-            name,
-            listed,
-        )?;
+        let resolve = || {
+            lookup::resolve(
+                &self.stack,
+                &|l| self.dir_in(parent, l),
+                &placement.dir_layers,
+                name,
+                listed,
+            )
+        };
+        let mut found = resolve()?;
+        if let Some(r) = found.as_mut().filter(|r| r.unsynced) {
+            if !self.judge_unsynced(parent, name, r)? {
+                // Removed: what the layers below hold shows again.
+                found = resolve()?;
+                if found.as_ref().is_some_and(|r| r.unsynced) {
+                    return Err(Errno::IO);
+                }
+            }
+        }
         let value = match &found {
             Some(r) => Cached::Present(r.clone()),
             None => Cached::Absent,
@@ -178,6 +198,56 @@ impl Union {
         self.index
             .insert_if_unchanged(parent.ino, name, value, epoch);
         Ok((found, Freshness::JustRead))
+    }
+
+    /// Decides on a copy-up found marked unsynced (see `durability`): one this daemon is still
+    /// syncing, or one an earlier daemon made during this boot, stands (the latter is synced
+    /// now); one from before the machine went down is removed. Whether it stands.
+    fn judge_unsynced(
+        &self,
+        parent: &Arc<Node>,
+        name: &OsStr,
+        found: &mut Resolved,
+    ) -> SysResult<bool> {
+        if self.durability.is_waiting(found.stat.st_ino) {
+            return Ok(true);
+        }
+        let upper = self.upper_idx()?;
+        let dir = self.dir_in(parent, upper)?;
+        let Some(record) = lookup::read_origin(&self.stack, dir.as_fd(), name) else {
+            return Ok(true); // settled meanwhile
+        };
+        if record.unsynced_boot.is_none() {
+            found.unsynced = false;
+            return Ok(true);
+        }
+        match self.durability.verdict(&record) {
+            Verdict::Keep => {
+                self.durability.adopt(dir.as_fd(), name, &record)?;
+                found.unsynced = false;
+                Ok(true)
+            }
+            Verdict::Discard => {
+                tracing::warn!(?name, "removing a copy-up left unsynced by a crash");
+                let work = self.stack.work()?;
+                let tmp = work.temp_name();
+                match sys::rename_at(
+                    dir.as_fd(),
+                    name,
+                    work.fd.as_fd(),
+                    &tmp,
+                    sys::RenameFlags::NOREPLACE,
+                ) {
+                    Ok(()) => {
+                        let _ = sys::unlink_at(work.fd.as_fd(), &tmp);
+                    }
+                    Err(Errno::NOENT) => {} // another lookup got there first
+                    Err(e) => return Err(e),
+                }
+                self.index.changed(parent.ino, name);
+                Ok(false)
+            }
+        }
     }
 
     /// The directory's indexed names, read now if it spans several layers (a single-layer

@@ -382,3 +382,50 @@ fn new_objects_inherit_the_parents_default_acl() {
             .collect::<Vec<_>>()
     });
 }
+
+/// A copy-up keeps file capabilities and the owner: a binary with `security.capability` (ping,
+/// say) chmod'ed or touched through the union must still carry it in the upper, as with kernel
+/// overlayfs (a plain chown(2) of the copy would drop it).
+#[test]
+fn copy_up_keeps_file_capabilities() {
+    if !require_root() {
+        return;
+    }
+    // VFS_CAP_REVISION_2, effective, permitted = CAP_NET_RAW (bit 13).
+    let cap: [u8; 20] = [
+        0, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ];
+    both_backends(|b| {
+        let st = Stack::new();
+        st.lower(0)
+            .file("ping", "binary")
+            .chmod("ping", 0o755)
+            .chown("ping", 1000, 1000)
+            .xattr("ping", "security.capability", &cap)
+            .file("other", "o")
+            .chown("other", 1000, 1000)
+            .xattr("other", "security.capability", &cap);
+        let m = st.mount(b);
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(m.path("ping"), std::fs::Permissions::from_mode(0o750)).unwrap();
+        sys::utimens(&m.path("other"), sys::ts(1, 0), sys::ts(2, 0), false).unwrap();
+        let got: Vec<_> = ["ping", "other"]
+            .iter()
+            .map(|n| {
+                let meta = st.upper().stat(n);
+                let caps = st.upper().get_xattr(n, "security.capability");
+                (
+                    *n,
+                    std::os::unix::fs::MetadataExt::uid(&meta),
+                    std::os::unix::fs::MetadataExt::mode(&meta) & 0o7777,
+                    caps,
+                )
+            })
+            .collect();
+        assert!(
+            got.iter().all(|g| g.3.as_deref() == Some(&cap[..])),
+            "{got:?}"
+        );
+        got
+    });
+}

@@ -23,7 +23,10 @@ escapes the next character (\\: is a colon inside a path, \\, a comma).
 
 -o options (comma separated, may repeat; unknown ones are ignored with a warning):
   lowerdir=, upperdir=, workdir=    the layers
-  volatile, fsync=0|1               fsync copied-up files or not (volatile = fsync=0)
+  volatile, fsync=0|1               make copied-up files durable or not (volatile = fsync=0)
+  copy_up_sync=background|inline    durable after the copy-up returns, in the background (crash
+                                    safe: an unsynced copy is dropped after a power loss), or
+                                    synced before it, as kernel overlayfs does (background)
   timeout=SECONDS                   kernel cache timeout for names and attributes (86400)
   noxattrs=1, noacl                 no extended attributes / no POSIX ACLs
   static_nlink, ino32_t, writeback  as in fuse-overlayfs

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use super::escape::{split_options, split_unescaped};
 use super::value::Opt;
-use crate::config::{IdMapping, MountConfig, WhiteoutFormat, XattrPermissions};
+use crate::config::{CopyUpSync, IdMapping, MountConfig, WhiteoutFormat, XattrPermissions};
 use crate::error::SetupError;
 
 /// Options gathered from every `-o`, before the layers are known to be complete.
@@ -85,11 +85,23 @@ fn apply_layer_option(st: &mut OptState, o: Opt) -> Result<bool, SetupError> {
     Ok(true)
 }
 
+/// `fsync=0|1` (and `volatile`) switch syncing off or back on; on, it keeps the chosen way.
+fn with_fsync(now: CopyUpSync, on: bool) -> CopyUpSync {
+    match (on, now) {
+        (false, _) => CopyUpSync::Off,
+        (true, CopyUpSync::Off) => CopyUpSync::Background,
+        (true, chosen) => chosen,
+    }
+}
+
 fn apply_fs_option(st: &mut OptState, o: Opt) -> Result<bool, SetupError> {
     let fs = &mut st.config.fs;
     match o.key {
-        "volatile" => fs.sync_copy_up = !o.flag()?,
-        "fsync" => fs.sync_copy_up = o.flag()?,
+        "volatile" => fs.copy_up_sync = with_fsync(fs.copy_up_sync, !o.flag()?),
+        "fsync" => fs.copy_up_sync = with_fsync(fs.copy_up_sync, o.flag()?),
+        "copy_up_sync" => {
+            fs.copy_up_sync = CopyUpSync::parse(&o.text()?).map_err(|e| o.bad(e))?;
+        }
         "timeout" => fs.timeout = o.seconds()?,
         "noxattrs" => fs.xattrs = !o.flag()?,
         "noacl" => fs.posix_acl = !o.flag()?,

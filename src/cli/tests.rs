@@ -13,7 +13,7 @@ use super::escape::{split_unescaped, unescape};
 use super::invocation::build;
 use super::options::{OptState, apply_option_string};
 use super::{Invocation, usage};
-use crate::config::{IdMapping, WhiteoutFormat, XattrPermissions};
+use crate::config::{CopyUpSync, IdMapping, WhiteoutFormat, XattrPermissions};
 use crate::error::SetupError;
 
 fn p(s: &str) -> PathBuf {
@@ -37,7 +37,7 @@ fn podman_option_strings() {
     assert_eq!(c.layers.upper, Some(p("C/diff")));
     assert_eq!(c.layers.workdir, Some(p("C/work")));
     assert_eq!(c.mountpoint, p("merged"));
-    assert!(!c.fs.sync_copy_up);
+    assert_eq!(c.fs.copy_up_sync, CopyUpSync::Off);
     assert_eq!(c.fs.uid_mappings.len(), 3);
     assert_eq!(c.fs.gid_mappings.len(), 1);
     assert_eq!(
@@ -105,7 +105,13 @@ fn every_known_option() {
              dirsync,ro,fsname=f,subtype=s,lowerdir=l";
     let inv = build_from(&["-o", o, "m"], false).unwrap();
     let (fs, fuse) = (&inv.config.fs, &inv.config.fuse);
-    assert!(!fs.sync_copy_up && !fs.xattrs && fs.static_nlink && fs.ino32 && !fs.posix_acl);
+    assert!(
+        fs.copy_up_sync == CopyUpSync::Off
+            && !fs.xattrs
+            && fs.static_nlink
+            && fs.ino32
+            && !fs.posix_acl
+    );
     assert_eq!(fs.timeout, Duration::from_millis(2500));
     assert_eq!(fs.whiteout, WhiteoutFormat::Oci);
     assert_eq!((fs.squash_uid, fs.squash_gid), (Some(5), Some(0)));
@@ -203,4 +209,24 @@ fn arbitrary_option_strings_never_panic() {
             let _ = build(a, next(&mut seed) % 2 == 0);
         }
     }
+}
+
+#[test]
+fn copy_up_sync_ways() {
+    let parse = |o: &str| {
+        let mut st = OptState::default();
+        apply_option_string(&mut st, o.as_bytes()).map(|()| st.config.fs.copy_up_sync)
+    };
+    assert_eq!(parse("timeout=1").unwrap(), CopyUpSync::Background);
+    assert_eq!(parse("copy_up_sync=inline").unwrap(), CopyUpSync::Inline);
+    assert_eq!(
+        parse("copy_up_sync=inline,fsync=1").unwrap(),
+        CopyUpSync::Inline
+    );
+    assert_eq!(
+        parse("copy_up_sync=inline,volatile").unwrap(),
+        CopyUpSync::Off
+    );
+    assert_eq!(parse("volatile,fsync=1").unwrap(), CopyUpSync::Background);
+    assert!(parse("copy_up_sync=later").is_err());
 }
