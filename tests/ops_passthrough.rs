@@ -169,7 +169,11 @@ fn reader_opened_before_copy_up_sees_the_writer() {
         let still = read_at(&mut reader, 0, 21);
         // The writer's data went to the copy, never to the file the reader opened first
         // (fuse-overlayfs 2.0 passes the lower file through and writes into it).
-        assert_eq!(st.lower(0).read("f"), pattern(256 << 10, 3), "lower modified");
+        assert_eq!(
+            st.lower(0).read("f"),
+            pattern(256 << 10, 3),
+            "lower modified"
+        );
         (before, after, fresh, still)
     });
 }

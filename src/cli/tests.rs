@@ -1,19 +1,16 @@
 //! The whole parser, from argv to an unvalidated `Invocation`: both grammars, every known
 //! option, the warnings, and random input that must never make it panic.
 
-use std::ffi::OsString;
-use std::os::unix::ffi::OsStringExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
 
 use super::args::Args;
-use super::escape::{split_unescaped, unescape};
 use super::invocation::build;
 use super::options::{OptState, apply_option_string};
 use super::{Invocation, usage};
-use crate::config::{CopyUpSync, IdMapping, WhiteoutFormat, XattrPermissions};
+use crate::config::{CopyUpSync, WhiteoutFormat, XattrPermissions};
 use crate::error::SetupError;
 
 fn p(s: &str) -> PathBuf {
@@ -150,64 +147,6 @@ fn unknown_options_warn_once_and_bad_values_fail() {
     ] {
         let o = format!("lowerdir=l,{bad}");
         assert!(build_from(&["-o", &o, "m"], false).is_err(), "{bad}");
-    }
-}
-
-/// A small xorshift generator: enough to throw many odd strings at the parser without a
-/// dev-dependency.
-fn next(state: &mut u64) -> u64 {
-    *state ^= *state << 13;
-    *state ^= *state >> 7;
-    *state ^= *state << 17;
-    *state
-}
-
-#[test]
-fn arbitrary_option_strings_never_panic() {
-    let pieces: &[&[u8]] = &[
-        b",",
-        b"\"",
-        b"\\",
-        b":",
-        b"=",
-        b"lowerdir",
-        b"upperdir",
-        b"workdir",
-        b"uidmapping",
-        b"timeout",
-        b"threads",
-        b"1",
-        b"0",
-        b"-",
-        b"a",
-        b"\xff",
-        b"\0",
-        b"squash_to_uid",
-        b"xattr_permissions",
-        b"fsync",
-        b"context",
-        b"9999999999999999999",
-        b"1e309",
-        b"nan",
-    ];
-    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-    for _ in 0..20_000 {
-        let len = next(&mut seed) % 12;
-        let mut s = Vec::new();
-        for _ in 0..len {
-            s.extend_from_slice(pieces[(next(&mut seed) % pieces.len() as u64) as usize]);
-        }
-        let mut st = OptState::default();
-        let _ = apply_option_string(&mut st, &s);
-        let _ = split_unescaped(&s, b':');
-        let _ = unescape(&s);
-        let _ = IdMapping::parse_list(&String::from_utf8_lossy(&s));
-        let mut args = vec![OsString::from("unionfs-rs"), OsString::from("-o")];
-        args.push(OsString::from_vec(s));
-        args.push(OsString::from("m"));
-        if let Ok(a) = Args::try_parse_from(args) {
-            let _ = build(a, next(&mut seed) % 2 == 0);
-        }
     }
 }
 
