@@ -1,5 +1,5 @@
 //! The whole parser, from argv to an unvalidated `Invocation`: both grammars, every known
-//! option, the warnings, and random input that must never make it panic.
+//! option and the warnings (random input is thrown at it by tests/hostile.rs).
 
 use std::path::PathBuf;
 use std::time::Duration;
