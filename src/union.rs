@@ -15,7 +15,7 @@ use crate::durability::{Durability, Verdict};
 use crate::error::SetupError;
 use crate::handles::Handles;
 use crate::index::{Cached, DirNames, PathIndex};
-use crate::inode::{Alias, InoMapper, Kind, Node, NodeTable, Placement, ROOT_INO};
+use crate::inode::{Alias, Ino, InoMapper, Kind, Node, NodeTable, Placement, ROOT_INO};
 use crate::layers::{LayerIdx, LayerStack};
 use crate::lookup::{self, Resolved};
 use crate::metrics::Metrics;
@@ -68,6 +68,29 @@ pub struct Union {
     pub ownership: Ownership,
     /// Copy-ups whose data is synced in the background (see `durability`).
     pub durability: Durability,
+    /// Merged directories looked into once so far (see `dir_names`).
+    first_lookups: FirstLookups,
+}
+
+/// Directories remembered by `FirstLookups` at most (then it starts over: the worst case is a
+/// listing read one lookup early).
+const FIRST_LOOKUPS_CAPACITY: usize = 4096;
+
+/// The merged directories a name was looked up in once, without reading their listings.
+#[derive(Default)]
+struct FirstLookups {
+    dirs: parking_lot::Mutex<std::collections::HashSet<Ino>>,
+}
+
+impl FirstLookups {
+    /// True the first time `dir` is asked about.
+    fn is_first(&self, dir: Ino) -> bool {
+        let mut dirs = self.dirs.lock();
+        if dirs.len() >= FIRST_LOOKUPS_CAPACITY {
+            dirs.clear();
+        }
+        dirs.insert(dir)
+    }
 }
 
 impl Union {
@@ -105,6 +128,7 @@ impl Union {
             chown_new: sys::euid() == 0,
             ownership: Ownership::new(&config.fs),
             durability,
+            first_lookups: FirstLookups::default(),
         })
     }
 
@@ -258,6 +282,11 @@ impl Union {
             return Some(names);
         }
         if layers.len() < 2 {
+            return None;
+        }
+        // Reading every layer's listing pays off from the second lookup in a directory on; a
+        // path walked once (an exec on a fresh mount) is cheaper probed layer by layer.
+        if self.first_lookups.is_first(dir.ino) {
             return None;
         }
         let mut names = DirNames::default();
