@@ -117,9 +117,9 @@ impl Union {
         });
         if committed.is_err() {
             let _ = remove_tree(wfd, &tmp);
-        } else if let Some((fd, record)) = unsynced {
+        } else if let Some((ino, fd, record)) = unsynced {
             // In place and marked: from here the syncer (or an fsync) finishes the job.
-            self.durability.enqueue(fd, record)?;
+            self.durability.enqueue(ino, fd, record);
         }
         committed
     }
@@ -162,7 +162,7 @@ impl Union {
         work: BorrowedFd<'_>,
         tmp: &OsStr,
         unsynced_data: Option<OwnedFd>,
-    ) -> SysResult<Option<(OwnedFd, OriginRecord)>> {
+    ) -> SysResult<Option<(u64, OwnedFd, OriginRecord)>> {
         let kind = Kind::from_mode(src.stat.st_mode);
         self.copy_owner(src, work, tmp)?;
         self.copy_xattrs(src, work, tmp)?;
@@ -175,7 +175,8 @@ impl Union {
         };
         let marked = self.write_origin(work, tmp, &record) && record.unsynced_boot.is_some();
         let deferred = match unsynced_data {
-            Some(fd) if marked => Some((fd, record)),
+            // Known before the rename, so nothing can fail between the rename and the queue.
+            Some(fd) if marked => Some((sys::stat_fd(fd.as_fd())?.st_ino, fd, record)),
             Some(fd) => {
                 sys::fsync_fd(fd.as_fd(), true)?;
                 self.durability.note_synced_inline();

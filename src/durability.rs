@@ -213,9 +213,8 @@ impl Durability {
         self.shared.synced_inline.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Hands a marked copy, now in place, to the syncer.
-    pub fn enqueue(&self, fd: OwnedFd, record: OriginRecord) -> SysResult<()> {
-        let ino = sys::stat_fd(fd.as_fd())?.st_ino;
+    /// Hands a marked copy, now in place, to the syncer (`ino`: its inode number in the upper).
+    pub fn enqueue(&self, ino: u64, fd: OwnedFd, record: OriginRecord) {
         let entry = Arc::new(Unsynced {
             fd,
             record,
@@ -226,7 +225,6 @@ impl Durability {
         q.order.push(ino);
         drop(q);
         self.shared.wake.notify_one();
-        Ok(())
     }
 
     /// Whether the upper file with inode number `ino` is a copy this daemon is still syncing.
