@@ -233,9 +233,14 @@ umount_sys() {
         kovl) umount "$MNT" || umount -l "$MNT" ;;
         *) fusermount3 -u "$MNT" || fusermount3 -u -z "$MNT" ;;
     esac
-    # Let the daemon finish exiting so it does not overlap the next measurement.
+    # Let the daemon finish exiting so it does not overlap the next measurement. A zombie has
+    # finished: a daemon that forked to the background is reaped by PID 1, which may take a
+    # second or two (it does on the Firecracker VMs), so waiting for /proc/PID to go is too long.
     if [ -n "$DAEMON_PID" ]; then
-        for ((i = 0; i < 100; i++)); do [ -d "/proc/$DAEMON_PID" ] || break; sleep 0.05; done
+        for ((i = 0; i < 100; i++)); do
+            grep -qs '^State:[[:space:]]*[^Z[:space:]]' "/proc/$DAEMON_PID/status" || break
+            sleep 0.05
+        done
     fi
     rm -rf "${RUN:?}/$sys"
 }
