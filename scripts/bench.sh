@@ -120,9 +120,9 @@ done
 
 cleanup() {
     local m
-    for m in $(awk -v run="$RUN/" 'index($5, run) == 1 { print $5 }' /proc/self/mountinfo | sort -r); do
+    while read -r m; do
         umount "$m" 2>/dev/null || fusermount3 -u -z "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
-    done
+    done < <(awk -v run="$RUN/" 'index($5, run) == 1 { print $5 }' /proc/self/mountinfo | sort -r)
     if mountpoint -q "$RUN"; then umount "$RUN" 2>/dev/null || umount -l "$RUN"; fi
     rm -rf "$RUN"
     if [ "$KEEP" = 0 ] || [ "$TMPFS" = 1 ]; then
