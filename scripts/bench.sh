@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Side-by-side benchmark: native ext4, kernel overlayfs, fuse-overlayfs and unionfs-rs over the
-# same generated datasets, running the workloads of issue 4. Systems are interleaved in every
+# Side-by-side benchmark: native ext4, kernel overlayfs, fuse-overlayfs 1.x (C, Debian's),
+# fuse-overlayfs 2.0 (its Rust rewrite, built from crates.io) and unionfs-rs over the same
+# generated datasets, running the workloads of issue 4. Systems are interleaved in every
 # repetition (in a rotating order) so machine drift hits all of them alike; the report gives
-# medians and the median of the per-repetition ratios (unionfs-rs / kernel overlayfs and
-# unionfs-rs / fuse-overlayfs) as a markdown table, plus a PNG chart of those ratios.
+# medians and the median of the per-repetition ratios (unionfs-rs / kernel overlayfs,
+# unionfs-rs / each fuse-overlayfs) as a markdown table, plus a PNG chart of those ratios.
 #
 # Needs root (kernel overlayfs mounts, whiteout device nodes, drop_caches).
 #
@@ -13,7 +14,10 @@
 #   --full       the sizes of the issue's table (100k files, 1 GiB, 500 layers; ~30+ minutes);
 #                the default is about 5x smaller and takes a few minutes
 #   --reps N     repetitions (default 3, 5 with --full)
-#   --only       workloads to run (ids below), --systems a subset of native,kovl,fovl,urs
+#   --only       workloads to run (ids below), --systems a subset of native,kovl,fovl,fovlrs,urs
+#                (fovl: fuse-overlayfs 1.x from Debian; fovlrs: fuse-overlayfs 2.0, the Rust
+#                rewrite, installed with cargo into /opt/fovl-rs when missing and left out of the
+#                run, with a warning, when that fails)
 #   --warm       never drop the page cache (by default it is dropped before the cold workloads,
 #                as the issue's reference figures were taken)
 #   --fs TYPE    datasets and uppers on a fresh loop-mounted xfs or btrfs (a sparse image in
@@ -26,7 +30,10 @@
 #   --no-build   use the existing target/release/unionfs-rs
 #   --out DIR    results directory (default target/bench): raw.tsv, table.md, chart.png
 # Environment: URS_BIN the unionfs-rs binary to measure (default: the release build),
-# URS_OPTS extra unionfs-rs options, FOVL_OPTS extra fuse-overlayfs -o options,
+# URS_OPTS extra unionfs-rs options, FOVL_OPTS extra fuse-overlayfs -o options (for both
+# versions; FOVLRS_OPTS, when set, replaces them for 2.0), FOVL_BIN and FOVLRS_BIN the two
+# fuse-overlayfs binaries (default /usr/bin/fuse-overlayfs, $FOVLRS_ROOT/bin/fuse-overlayfs with
+# FOVLRS_ROOT=/opt/fovl-rs, where cargo installs 2.0.0 when it is missing),
 # BENCH_ARGS arguments to prepend (so that `make bench BENCH_ARGS=--full` works), BENCH_DATA and
 # BENCH_RUN the dataset and scratch directories (default /tmp/bench-data, /tmp/bench-run; give
 # each concurrent run its own).
@@ -41,7 +48,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DATA_ROOT=${BENCH_DATA:-/tmp/bench-data}
 RUN=${BENCH_RUN:-/tmp/bench-run}
 OUT=$ROOT/target/bench
-FULL=0 REPS='' ONLY='' SYSTEMS=native,kovl,fovl,urs WARM=0 KEEP=0 BUILD=1 TMPFS=0 LOOPFS='' BASE_BIN=
+FULL=0 REPS='' ONLY='' SYSTEMS=native,kovl,fovl,fovlrs,urs WARM=0 KEEP=0 BUILD=1 TMPFS=0 LOOPFS='' BASE_BIN=
 
 die() { echo "bench.sh: $*" >&2; exit 1; }
 log() { echo "[$(date +%T)] $*" >&2; }
@@ -92,9 +99,38 @@ apt_install() {
         || { apt-get -o DPkg::Lock::Timeout=600 update -q >/dev/null \
              && apt-get -o DPkg::Lock::Timeout=600 install -y -q "$@" >/dev/null; }
 }
-if [[ ,$SYSTEMS, == *,fovl,* ]] && ! command -v fuse-overlayfs >/dev/null; then
+FOVL=${FOVL_BIN:-/usr/bin/fuse-overlayfs}
+if [[ ,$SYSTEMS, == *,fovl,* ]] && [ ! -x "$FOVL" ]; then
     apt_install fuse-overlayfs || die "fuse-overlayfs is missing and could not be installed \
-(apt-get install fuse-overlayfs), or leave it out: --systems native,kovl,urs"
+(apt-get install fuse-overlayfs), or leave it out: --systems native,kovl,fovlrs,urs"
+fi
+
+# fuse-overlayfs's latest release, 2.0, is a Rust rewrite published as a crate only: built once
+# into a fixed root, pinned. A failure (no cargo, no network) drops it from this run.
+FOVLRS_VERSION=2.0.0 FOVLRS_ROOT=${FOVLRS_ROOT:-/opt/fovl-rs}
+FOVLRS=${FOVLRS_BIN:-$FOVLRS_ROOT/bin/fuse-overlayfs}
+fovlrs_version() { "$FOVLRS" --version 2>/dev/null | sed -n '1s/.*version //p'; }
+ensure_fovlrs() {
+    local cargo installlog
+    [ -x "$FOVLRS" ] && { [ -n "${FOVLRS_BIN:-}" ] || [ "$(fovlrs_version)" = "$FOVLRS_VERSION" ]; } && return 0
+    [ -z "${FOVLRS_BIN:-}" ] || { log "FOVLRS_BIN=$FOVLRS_BIN is not an executable"; return 1; }
+    cargo=$(command -v cargo || echo "$HOME/.cargo/bin/cargo")
+    [ -x "$cargo" ] || { log "cargo is missing (install Rust with rustup)"; return 1; }
+    log "installing fuse-overlayfs $FOVLRS_VERSION (Rust) from crates.io into $FOVLRS_ROOT (a few minutes)"
+    installlog=$(mktemp)
+    if ! "$cargo" install fuse-overlayfs --version "$FOVLRS_VERSION" --root "$FOVLRS_ROOT" --locked \
+        >"$installlog" 2>&1; then
+        tail -n 5 "$installlog" >&2
+        rm -f "$installlog"
+        log "cargo install fuse-overlayfs --version $FOVLRS_VERSION --root $FOVLRS_ROOT --locked failed"
+        return 1
+    fi
+    rm -f "$installlog"
+    [ "$(fovlrs_version)" = "$FOVLRS_VERSION" ] || { log "$FOVLRS does not report version $FOVLRS_VERSION"; return 1; }
+}
+if [[ ,$SYSTEMS, == *,fovlrs,* ]] && ! ensure_fovlrs; then
+    log "WARNING: fuse-overlayfs $FOVLRS_VERSION (Rust) is not available: running without it (system fovlrs)"
+    SYSTEMS=$(echo ",$SYSTEMS," | sed 's/,fovlrs,/,/; s/^,//; s/,$//')
 fi
 command -v python3 >/dev/null || apt_install python3 || die "python3 is missing"
 
@@ -112,7 +148,7 @@ if [ -n "$BASE_BIN" ]; then
 fi
 IFS=, read -r -a SYS <<<"$SYSTEMS"
 for s in "${SYS[@]}"; do
-    case $s in native|kovl|fovl|urs|base) ;; *) die "unknown system $s (native,kovl,fovl,urs)" ;; esac
+    case $s in native|kovl|fovl|fovlrs|urs|base) ;; *) die "unknown system $s (native,kovl,fovl,fovlrs,urs)" ;; esac
 done
 
 # ---------------------------------------------------------------------------------------------
@@ -212,11 +248,8 @@ mount_sys() {
             # Relative lowers keep 500 layers within the kernel's one-page option string.
             (cd "$DATA/$ds/layers" && mount -t overlay overlay \
                 -o "lowerdir=$(lower_list "$ds" 1),upperdir=$base/upper,workdir=$base/work" "$MNT") ;;
-        fovl)
-            # (it warns about every mount flag it does not know, such as lazytime: noise)
-            fuse-overlayfs -o "lowerdir=$(lower_list "$ds" 0),upperdir=$base/upper,workdir=$base/work${FOVL_OPTS:+,$FOVL_OPTS}" "$MNT" \
-                2> >(grep -v '^unknown argument ignored' >&2) || return 1
-            DAEMON_PID=$(pgrep -n -f -- "fuse-overlayfs .*$MNT\$" || true) ;;
+        fovl) mount_fovl "$FOVL" "${FOVL_OPTS:-}" "$ds" "$base" ;;
+        fovlrs) mount_fovl "$FOVLRS" "${FOVLRS_OPTS-${FOVL_OPTS:-}}" "$ds" "$base" ;;
         urs|base)
             local bin=$URS
             [ "$sys" = base ] && bin=$BASE_BIN
@@ -224,6 +257,16 @@ mount_sys() {
             "$bin" "$(lower_list "$ds" 0)" "$base/upper" "$MNT" --workdir "$base/work" ${URS_OPTS:-} || return 1
             DAEMON_PID=$(pgrep -n -f -- " $MNT( |\$)" | head -1 || true) ;;
     esac
+}
+
+# mount_fovl BIN EXTRA_OPTS DATASET BASE: either fuse-overlayfs (1.x in C, 2.0 in Rust: same
+# command line). Both return once the mount is live, leaving the daemon in the background.
+mount_fovl() {
+    local bin=$1 extra=$2 ds=$3 base=$4
+    # (1.x warns about every mount flag it does not know, such as lazytime: noise)
+    "$bin" -o "lowerdir=$(lower_list "$ds" 0),upperdir=$base/upper,workdir=$base/work${extra:+,$extra}" "$MNT" \
+        2> >(grep -v '^unknown argument ignored' >&2) || return 1
+    DAEMON_PID=$(pgrep -n -f -- "fuse-overlayfs .*$MNT\$" || true)
 }
 
 umount_sys() {
@@ -392,7 +435,8 @@ run_deep() {
     echo "memory: $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)"
     echo "kernel: $(uname -r)"
     echo "filesystem: $(findmnt -n -o FSTYPE,OPTIONS --target "$RUN")"
-    echo "fuse-overlayfs: $(fuse-overlayfs --version 2>&1 | grep -m1 '^fuse-overlayfs' || echo missing)"
+    [[ ,$SYSTEMS, != *,fovl,* ]] || echo "fuse-overlayfs: $("$FOVL" --version 2>&1 | grep -m1 '^fuse-overlayfs' || echo missing)"
+    [[ ,$SYSTEMS, != *,fovlrs,* ]] || echo "fuse-overlayfs 2.0 (Rust): $("$FOVLRS" --version 2>&1 | grep -m1 '^fuse-overlayfs' || echo missing) ($FOVLRS)"
     echo "unionfs-rs: ${URS_BIN:-$(cd "$ROOT" && git describe --always --dirty 2>/dev/null)} ${URS_OPTS:-}"
     [ -z "$BASE_BIN" ] || echo "baseline: $BASE_BIN"
 } >"$OUT/machine.txt"
