@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Summarises a scripts/bench.sh run: medians per system and the median of the paired,
-per-repetition ratios unionfs-rs / kernel overlayfs and unionfs-rs / fuse-overlayfs.
+per-repetition ratios unionfs-rs / kernel overlayfs, unionfs-rs / fuse-overlayfs (1.x, C) and,
+when it ran, unionfs-rs / fuse-overlayfs 2.0 (the Rust rewrite) and unionfs-rs / baseline.
 
 Reads OUT/raw.tsv (workload, system, rep, seconds|MiB|fail), OUT/workloads.tsv (id, label,
 unit), OUT/counts.tsv (output lines of the walks, compared with native as a sanity check) and
@@ -13,10 +14,14 @@ import os
 import statistics
 import sys
 
+# Systems shown only when the run had them (raw.tsv files from before fovlrs have neither).
+OPTIONAL = {"fovlrs", "base"}
+
 SYSTEMS = [
     ("native", "native"),
     ("kovl", "kernel overlayfs"),
     ("fovl", "fuse-overlayfs"),
+    ("fovlrs", "fuse-overlayfs 2.0 (Rust)"),
     ("base", "unionfs-rs baseline"),
     ("urs", "unionfs-rs"),
 ]
@@ -64,8 +69,10 @@ def paired_ratio(values, wl, ref):
 def summarise(out):
     workloads, values, failed, counts = load(out)
     present = {s for (_, s) in list(values) + list(failed)}
-    systems = [(s, name) for s, name in SYSTEMS if s in present or s != "base"]
+    systems = [(s, name) for s, name in SYSTEMS if s in present or s not in OPTIONAL]
     refs = [("kovl", "unionfs-rs / kernel"), ("fovl", "unionfs-rs / fuse-overlayfs")]
+    if "fovlrs" in present:
+        refs.append(("fovlrs", "unionfs-rs / fuse-overlayfs 2.0"))
     if "base" in present:
         refs.append(("base", "unionfs-rs / baseline"))
     header = ["workload"] + [name for _, name in systems] + [label for _, label in refs]
@@ -90,7 +97,7 @@ def summarise(out):
         ratios = [paired_ratio(values, wl, ref) for ref, _ in refs]
         cells += ["-" if r is None else f"{r:.2f}" for r in ratios]
         rows.append(cells)
-        chart.append((label, ratios))
+        chart.append((label, dict(zip((ref for ref, _ in refs), ratios))))
     lines = []
     machine = os.path.join(out, "machine.txt")
     if os.path.exists(machine):
@@ -108,10 +115,18 @@ def summarise(out):
     with open(os.path.join(out, "table.md"), "w") as f:
         f.write(table)
     print(table)
-    draw(out, chart)
+    draw(out, chart, [ref for ref, _ in refs])
 
 
-def draw(out, chart):
+# The chart's series (the baseline ratio stays in the table only).
+SERIES = [
+    ("kovl", "vs kernel overlayfs", "#4477aa"),
+    ("fovl", "vs fuse-overlayfs", "#ee6677"),
+    ("fovlrs", "vs fuse-overlayfs 2.0 (Rust)", "#228833"),
+]
+
+
+def draw(out, chart, refs):
     try:
         import matplotlib
 
@@ -123,12 +138,15 @@ def draw(out, chart):
     labels = [c[0] for c in chart]
     fig, ax = plt.subplots(figsize=(11, 0.45 * len(labels) + 1.5))
     ys = range(len(labels))
-    for k, (name, color) in enumerate([("vs kernel overlayfs", "#4477aa"), ("vs fuse-overlayfs", "#ee6677")]):
-        xs = [c[1][k] if c[1][k] is not None else 0 for c in chart]
-        ax.barh([y + (k - 0.5) * 0.38 for y in ys], xs, height=0.36, label=f"unionfs-rs {name}", color=color)
+    series = [s for s in SERIES if s[0] in refs]
+    height = 0.76 / len(series)
+    for k, (ref, name, color) in enumerate(series):
+        offset = (k - (len(series) - 1) / 2) * height
+        xs = [c[1][ref] if c[1][ref] is not None else 0 for c in chart]
+        ax.barh([y + offset for y in ys], xs, height=height * 0.95, label=f"unionfs-rs {name}", color=color)
         for y, x in zip(ys, xs):
             if x:
-                ax.text(x * 1.03, y + (k - 0.5) * 0.38, f"{x:.2f}", va="center", fontsize=7)
+                ax.text(x * 1.03, y + offset, f"{x:.2f}", va="center", fontsize=7)
     ax.set_xscale("log")
     ax.axvline(1.0, color="black", linewidth=0.8)
     ax.axvline(1.5, color="gray", linewidth=0.8, linestyle="--", label="target vs kernel (metadata): 1.5")
