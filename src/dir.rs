@@ -330,7 +330,7 @@ impl Union {
                 kind,
                 Some(Alias {
                     parent: parent.clone(),
-                    name: name.to_os_string(),
+                    name: name.into(),
                 }),
                 found.placement.clone(),
             )
@@ -502,7 +502,7 @@ impl Union {
         }
         let alias = Alias {
             parent: parent.clone(),
-            name: name.to_os_string(),
+            name: name.into(),
         };
         Arc::new(Node::new(
             ino,

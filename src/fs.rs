@@ -98,7 +98,7 @@ fn reply_entry(fs: &UnionFs, reply: ReplyEntry, result: SysResult<(Arc<Node>, sy
         Ok((node, st)) => reply.entry(
             &fs.ttl,
             &fs.union.attr_of(&node, &st),
-            Generation(node.generation),
+            Generation(node.generation.into()),
         ),
         Err(e) => reply.error(errno(e)),
     }
@@ -519,7 +519,7 @@ impl Filesystem for UnionFs {
                 &entry.name,
                 &self.ttl,
                 &self.union.attr_of(&node, &st),
-                Generation(node.generation),
+                Generation(node.generation.into()),
             );
             if full {
                 // Counted as a lookup, but it never reached the kernel.
@@ -640,7 +640,7 @@ impl Filesystem for UnionFs {
         match result {
             Ok((node, st, Some(fh))) => {
                 let attr = self.union.attr_of(&node, &st);
-                let (ttl, generation) = (&self.ttl, Generation(node.generation));
+                let (ttl, generation) = (&self.ttl, Generation(node.generation.into()));
                 match self.choose_io_mode(node.ino, fh, flags, |fd| reply.open_backing(fd)) {
                     Some(backing) => reply.created_passthrough(
                         ttl,

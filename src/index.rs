@@ -39,10 +39,36 @@ pub enum Cached {
 
 type Key = (Ino, OsString);
 
+/// The layers listing one name: nearly always one, kept inline (no allocation per name).
+#[derive(Debug)]
+enum ListedIn {
+    One(LayerIdx),
+    Many(Box<[LayerIdx]>),
+}
+
+impl ListedIn {
+    fn as_slice(&self) -> &[LayerIdx] {
+        match self {
+            ListedIn::One(l) => std::slice::from_ref(l),
+            ListedIn::Many(v) => v,
+        }
+    }
+
+    /// Adds `layer` below the ones already recorded (names are added top-down).
+    fn push(&mut self, layer: LayerIdx) {
+        if self.as_slice().last() == Some(&layer) {
+            return;
+        }
+        let mut all = self.as_slice().to_vec();
+        all.push(layer);
+        *self = ListedIn::Many(all.into_boxed_slice());
+    }
+}
+
 /// Which layers of one directory list each name (as itself or as its `.wh.` whiteout).
 #[derive(Debug, Default)]
 pub struct DirNames {
-    layers_of: HashMap<Box<[u8]>, Vec<LayerIdx>>,
+    layers_of: HashMap<Box<[u8]>, ListedIn>,
     /// Too large to keep: lookups in this directory ask every layer instead.
     too_big: bool,
 }
@@ -67,15 +93,18 @@ impl DirNames {
 
     /// Records that `layer` lists `name` (call in top-down layer order).
     pub fn add(&mut self, name: &[u8], layer: LayerIdx) {
-        let layers = self.layers_of.entry(name.into()).or_default();
-        if layers.last() != Some(&layer) {
-            layers.push(layer);
-        }
+        self.layers_of
+            .entry(name.into())
+            .and_modify(|l| l.push(layer))
+            .or_insert(ListedIn::One(layer));
     }
 
     /// The layers that have anything to say about `name`; empty when none does.
     pub fn layers(&self, name: &[u8]) -> &[LayerIdx] {
-        self.layers_of.get(name).map(Vec::as_slice).unwrap_or(&[])
+        self.layers_of
+            .get(name)
+            .map(ListedIn::as_slice)
+            .unwrap_or(&[])
     }
 
     pub fn len(&self) -> usize {

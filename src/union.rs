@@ -29,7 +29,7 @@ use crate::whiteout;
 pub const NAME_MAX: usize = 255;
 
 /// Names in the path index.
-const INDEX_CAPACITY: usize = 16 * 1024;
+const INDEX_CAPACITY: usize = 8 * 1024;
 
 /// Directory fds kept open (the daemon raises its fd limit at start; see `sys::raise_fd_limit`).
 const DIR_FD_CAPACITY: usize = 1024;
@@ -320,7 +320,7 @@ impl Union {
                 found.kind,
                 Some(Alias {
                     parent: parent.clone(),
-                    name: name.to_os_string(),
+                    name: name.into(),
                 }),
                 found.placement.clone(),
             )
@@ -370,7 +370,10 @@ impl Union {
             return Ok((self.dir_in(node, layer)?, std::ffi::OsString::from(".")));
         }
         let alias = node.primary_alias().ok_or(Errno::NOENT)?;
-        Ok((self.dir_in(&alias.parent, layer)?, alias.name))
+        Ok((
+            self.dir_in(&alias.parent, layer)?,
+            alias.name.into_os_string(),
+        ))
     }
 
     /// A directory node itself in `layer` (O_PATH, cached).
