@@ -196,7 +196,13 @@ pub struct FsOptions {
     pub xattr_permissions: XattrPermissions,
     /// Serve POSIX ACLs (`noacl` turns them off).
     pub posix_acl: bool,
+    /// Nodes kept before the oldest names are handed back to the kernel (`max_nodes=`; 0: no
+    /// bound). See `reaper`.
+    pub max_nodes: usize,
 }
+
+/// Default `max_nodes`: about 25 MiB of nodes.
+pub const DEFAULT_MAX_NODES: usize = 128 * 1024;
 
 impl Default for FsOptions {
     fn default() -> Self {
@@ -216,6 +222,7 @@ impl Default for FsOptions {
             squash_gid: None,
             xattr_permissions: XattrPermissions::Off,
             posix_acl: true,
+            max_nodes: DEFAULT_MAX_NODES,
         }
     }
 }

@@ -279,6 +279,8 @@ impl Node {
 #[derive(Debug, Default)]
 pub struct NodeTable {
     nodes: DashMap<Ino, Arc<Node>>,
+    /// The order nodes were created in, oldest first (see `reaper`).
+    pub arrivals: crate::reaper::Arrivals,
 }
 
 impl NodeTable {
@@ -307,7 +309,10 @@ impl NodeTable {
     pub fn get_or_insert(&self, ino: Ino, kind: Kind, make: impl FnOnce() -> Node) -> Arc<Node> {
         use dashmap::mapref::entry::Entry;
         let node = match self.nodes.entry(ino) {
-            Entry::Vacant(slot) => slot.insert(Arc::new(make())).clone(),
+            Entry::Vacant(slot) => {
+                self.arrivals.push(ino);
+                slot.insert(Arc::new(make())).clone()
+            }
             Entry::Occupied(mut slot) => {
                 if slot.get().is_unlinked() || slot.get().kind != kind {
                     let mut fresh = make();
@@ -340,7 +345,10 @@ impl NodeTable {
         use dashmap::mapref::entry::Entry;
         let mut fresh = make();
         let node = match self.nodes.entry(ino) {
-            Entry::Vacant(slot) => slot.insert(Arc::new(fresh)).clone(),
+            Entry::Vacant(slot) => {
+                self.arrivals.push(ino);
+                slot.insert(Arc::new(fresh)).clone()
+            }
             Entry::Occupied(mut slot) => {
                 let old = slot.get();
                 fresh.generation = old.generation.wrapping_add(1);
@@ -355,12 +363,14 @@ impl NodeTable {
         node
     }
 
-    /// The kernel dropped `n` references; the node goes when it has none left.
-    pub fn forget(&self, ino: Ino, n: u64) {
+    /// The kernel dropped `n` references; the node goes when it has none left (then true).
+    pub fn forget(&self, ino: Ino, n: u64) -> bool {
         if ino == ROOT_INO {
-            return;
+            return false;
         }
-        self.nodes.remove_if(&ino, |_, node| node.forget(n));
+        self.nodes
+            .remove_if(&ino, |_, node| node.forget(n))
+            .is_some()
     }
 
     pub fn len(&self) -> usize {

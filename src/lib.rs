@@ -24,6 +24,7 @@ pub mod ownership;
 pub mod parking;
 pub mod passthrough;
 pub mod readdir;
+pub mod reaper;
 pub mod rename;
 pub mod stats;
 pub mod sys;

@@ -17,6 +17,8 @@ pub struct Metrics {
     pub opaque_dirs: AtomicU64,
     /// Opens answered with FUSE passthrough (the kernel then does their I/O itself).
     pub passthrough_opens: AtomicU64,
+    /// Names the kernel was asked to drop to keep the node table bounded (see `reaper`).
+    pub nodes_reaped: AtomicU64,
     latency_us: [AtomicU64; BUCKETS],
     /// When the union was set up, for rates in the report.
     pub started: Instant,
@@ -31,6 +33,7 @@ impl Default for Metrics {
             whiteouts: AtomicU64::new(0),
             opaque_dirs: AtomicU64::new(0),
             passthrough_opens: AtomicU64::new(0),
+            nodes_reaped: AtomicU64::new(0),
             latency_us: std::array::from_fn(|_| AtomicU64::new(0)),
             started: Instant::now(),
         }
@@ -55,6 +58,10 @@ impl Metrics {
 
     pub fn record_opaque(&self) {
         self.opaque_dirs.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn record_reaped(&self) {
+        self.nodes_reaped.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn record_passthrough_open(&self) {

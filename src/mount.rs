@@ -22,6 +22,8 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use fuser::{MountOption, SessionACL};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
@@ -180,6 +182,12 @@ fn mount_and_serve(config: &MountConfig, on_live: impl FnOnce()) -> Result<(), S
     let session = fuser::Session::new(fs, &mountpoint, &session_config(&config.fuse))
         .map_err(|e| SetupError::io(format!("mounting {}", mountpoint.display()), e))?;
     info!(mountpoint = %mountpoint.display(), "mounted");
+    let serving = Arc::new(AtomicBool::new(true));
+    let still_serving = serving.clone();
+    crate::reaper::spawn(union.clone(), session.notifier(), move || {
+        still_serving.load(Ordering::Relaxed)
+    })
+    .map_err(|e| SetupError::io("starting the reaper thread", e))?;
     // fuser 0.18 unmounts the mountpoint *by path* when a session ends, even when the kernel
     // has already ended the connection (its liveness check on /dev/fuse is inverted; fixed
     // upstream, fuser issue 658). Container tools unmount us from outside and often mount a
@@ -202,6 +210,7 @@ fn mount_and_serve(config: &MountConfig, on_live: impl FnOnce()) -> Result<(), S
     while !background.guard.is_finished() {
         std::thread::park_timeout(std::time::Duration::from_millis(100));
     }
+    serving.store(false, Ordering::Relaxed);
     handle.close();
     let _ = watcher.join();
     info!(mountpoint = %mountpoint.display(), "unmounted; exiting");

@@ -184,7 +184,9 @@ impl Union {
     /// The kernel dropped `n` references to node `ino`; once none is left, what was kept for
     /// it is let go.
     pub fn forget(&self, ino: Ino, n: u64) {
-        self.nodes.forget(ino, n);
+        if self.nodes.forget(ino, n) {
+            self.memory.node_dropped();
+        }
         if self.parking.count.load(Ordering::SeqCst) > 0 {
             self.release_if_forgotten(ino);
         }

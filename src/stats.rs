@@ -51,6 +51,7 @@ pub struct Snapshot {
     pub whiteouts: u64,
     pub opaque_dirs: u64,
     pub passthrough_opens: u64,
+    pub nodes_reaped: u64,
     pub index_hits: u64,
     pub index_misses: u64,
 }
@@ -78,6 +79,7 @@ impl Snapshot {
             whiteouts: m.whiteouts.load(Ordering::Relaxed),
             opaque_dirs: m.opaque_dirs.load(Ordering::Relaxed),
             passthrough_opens: m.passthrough_opens.load(Ordering::Relaxed),
+            nodes_reaped: m.nodes_reaped.load(Ordering::Relaxed),
             index_hits: union.index.hits.load(Ordering::Relaxed),
             index_misses: union.index.misses.load(Ordering::Relaxed),
         }
@@ -123,6 +125,7 @@ impl Snapshot {
         let _ = writeln!(out, "whiteouts: {}", self.whiteouts);
         let _ = writeln!(out, "opaque_dirs: {}", self.opaque_dirs);
         let _ = writeln!(out, "passthrough_opens: {}", self.passthrough_opens);
+        let _ = writeln!(out, "nodes_reaped: {}", self.nodes_reaped);
         let _ = writeln!(out, "index_hits: {}", self.index_hits);
         let _ = writeln!(out, "index_misses: {}", self.index_misses);
         let _ = writeln!(out, "index_hit_rate: {:.4}", self.index_hit_rate());
@@ -143,7 +146,7 @@ impl Snapshot {
                 "\"copy_up_reflinks\":{},\"copy_up_latency_us\":{{\"p50\":{},\"p90\":{},\"p99\":{},\"max\":{},",
                 "\"histogram\":[{}]}},\"copy_ups_unsynced\":{},\"copy_ups_synced_later\":{},",
                 "\"copy_ups_synced_inline\":{},\"whiteouts\":{},\"opaque_dirs\":{},\"passthrough_opens\":{},",
-                "\"index_hits\":{},",
+                "\"nodes_reaped\":{},\"index_hits\":{},",
                 "\"index_misses\":{},\"index_hit_rate\":{:.4}}}\n"
             ),
             self.uptime_s,
@@ -163,6 +166,7 @@ impl Snapshot {
             self.whiteouts,
             self.opaque_dirs,
             self.passthrough_opens,
+            self.nodes_reaped,
             self.index_hits,
             self.index_misses,
             self.index_hit_rate(),
@@ -268,6 +272,7 @@ mod tests {
             whiteouts: 5,
             opaque_dirs: 1,
             passthrough_opens: 4,
+            nodes_reaped: 0,
             index_hits: 3,
             index_misses: 1,
         }

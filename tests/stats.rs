@@ -68,3 +68,53 @@ fn stats_of_a_plain_directory_is_a_clear_error() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("not a unionfs-rs mount"), "{err}");
 }
+
+/// `max_nodes`: past it, the daemon asks the kernel to drop its oldest names, so the node
+/// table (the daemon's memory) stays bounded however much is walked; everything stays
+/// reachable (dropped names are looked up again) and an open file keeps working.
+#[test]
+fn the_node_table_stays_bounded_and_reaped_names_still_work() {
+    unionfs_only(|b| {
+        let st = Stack::new();
+        for d in 0..6 {
+            st.lower(0).dir(&format!("d{d}"));
+            for f in 0..1000 {
+                st.lower(0).file(&format!("d{d}/f{f}"), format!("{d}/{f}"));
+            }
+        }
+        let m = st
+            .mounter(b)
+            .unionfs_arg("-o")
+            .unionfs_arg("max_nodes=1500")
+            .mount();
+        let mut held = fs::File::open(m.path("d0/f0")).unwrap();
+        for d in 0..6 {
+            for f in 0..1000 {
+                fs::symlink_metadata(m.path(&format!("d{d}/f{f}"))).unwrap();
+            }
+        }
+        // The reaper runs twice a second; the FORGETs follow its invalidations.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let nodes = loop {
+            let report = stats(&m, false);
+            let nodes: usize = field(&report, "nodes").parse().unwrap();
+            if nodes <= 1500 || std::time::Instant::now() > deadline {
+                break nodes;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        };
+        assert!(nodes <= 1500, "{nodes} nodes after walking 6000 names");
+        assert_ne!(field(&stats(&m, false), "nodes_reaped"), "0");
+        for d in 0..6 {
+            for f in (0..1000).step_by(7) {
+                let got = fs::read_to_string(m.path(&format!("d{d}/f{f}"))).unwrap();
+                assert_eq!(got, format!("{d}/{f}"));
+            }
+        }
+        let mut content = String::new();
+        std::io::Read::read_to_string(&mut held, &mut content).unwrap();
+        assert_eq!(content, "0/0");
+        fs::write(m.path("d5/f999"), "changed").unwrap();
+        assert_eq!(fs::read_to_string(m.path("d5/f999")).unwrap(), "changed");
+    });
+}

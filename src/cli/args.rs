@@ -28,6 +28,8 @@ escapes the next character (\\: is a colon inside a path, \\, a comma).
                                     safe: an unsynced copy is dropped after a power loss), or
                                     synced before it, as kernel overlayfs does (background)
   timeout=SECONDS                   kernel cache timeout for names and attributes (86400)
+  max_nodes=N                       past N inodes held by the kernel, ask it to drop the oldest
+                                    names, so the daemon's memory stays bounded (131072; 0: off)
   noxattrs=1, noacl                 no extended attributes / no POSIX ACLs
   static_nlink, ino32_t, writeback  as in fuse-overlayfs
   passthrough=on|off                kernel does file I/O itself when it allows (root; on)

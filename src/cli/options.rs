@@ -103,6 +103,7 @@ fn apply_fs_option(st: &mut OptState, o: Opt) -> Result<bool, SetupError> {
             fs.copy_up_sync = CopyUpSync::parse(&o.text()?).map_err(|e| o.bad(e))?;
         }
         "timeout" => fs.timeout = o.seconds()?,
+        "max_nodes" => fs.max_nodes = o.number()?,
         "noxattrs" => fs.xattrs = !o.flag()?,
         "noacl" => fs.posix_acl = !o.flag()?,
         "static_nlink" => fs.static_nlink = o.flag()?,
