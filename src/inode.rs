@@ -308,9 +308,10 @@ impl NodeTable {
     /// through another hard link, whose open files must keep working.
     pub fn get_or_insert(&self, ino: Ino, kind: Kind, make: impl FnOnce() -> Node) -> Arc<Node> {
         use dashmap::mapref::entry::Entry;
+        let mut created = false;
         let node = match self.nodes.entry(ino) {
             Entry::Vacant(slot) => {
-                self.arrivals.push(ino);
+                created = true;
                 slot.insert(Arc::new(make())).clone()
             }
             Entry::Occupied(mut slot) => {
@@ -332,6 +333,10 @@ impl NodeTable {
             }
         };
         node.add_lookup(1);
+        // Outside the table's shard lock: the reaper takes these two locks the other way.
+        if created {
+            self.arrivals.push(ino);
+        }
         node
     }
 
@@ -344,9 +349,10 @@ impl NodeTable {
     pub fn insert_fresh(&self, ino: Ino, make: impl FnOnce() -> Node) -> Arc<Node> {
         use dashmap::mapref::entry::Entry;
         let mut fresh = make();
+        let mut created = false;
         let node = match self.nodes.entry(ino) {
             Entry::Vacant(slot) => {
-                self.arrivals.push(ino);
+                created = true;
                 slot.insert(Arc::new(fresh)).clone()
             }
             Entry::Occupied(mut slot) => {
@@ -360,6 +366,10 @@ impl NodeTable {
             }
         };
         node.add_lookup(1);
+        // Outside the table's shard lock: the reaper takes these two locks the other way.
+        if created {
+            self.arrivals.push(ino);
+        }
         node
     }
 

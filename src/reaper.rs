@@ -43,12 +43,23 @@ impl Arrivals {
 
     /// Drops the numbers of nodes that are gone once they outnumber the live ones, so the
     /// queue stays proportional to the node table (an `rm -rf` forgets without reaping).
+    ///
+    /// `is_live` takes the node table's locks, and the table pushes here while holding them:
+    /// it is never called with the queue locked (the queue is taken out, filtered, put back
+    /// in front of what arrived meanwhile).
     fn compact(&self, live: usize, is_live: impl Fn(Ino) -> bool) {
+        let mut old = {
+            let mut q = self.queue.lock();
+            if q.len() <= 2 * live + 4096 {
+                return;
+            }
+            std::mem::take(&mut *q)
+        };
+        old.retain(|&ino| is_live(ino));
         let mut q = self.queue.lock();
-        if q.len() > 2 * live + 4096 {
-            q.retain(|&ino| is_live(ino));
-            q.shrink_to_fit();
-        }
+        old.extend(q.drain(..));
+        *q = old;
+        q.shrink_to_fit();
     }
 }
 
