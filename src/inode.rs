@@ -279,8 +279,6 @@ impl Node {
 #[derive(Debug, Default)]
 pub struct NodeTable {
     nodes: DashMap<Ino, Arc<Node>>,
-    /// The order nodes were created in, oldest first (see `reaper`).
-    pub arrivals: crate::reaper::Arrivals,
 }
 
 impl NodeTable {
@@ -308,12 +306,8 @@ impl NodeTable {
     /// through another hard link, whose open files must keep working.
     pub fn get_or_insert(&self, ino: Ino, kind: Kind, make: impl FnOnce() -> Node) -> Arc<Node> {
         use dashmap::mapref::entry::Entry;
-        let mut created = false;
         let node = match self.nodes.entry(ino) {
-            Entry::Vacant(slot) => {
-                created = true;
-                slot.insert(Arc::new(make())).clone()
-            }
+            Entry::Vacant(slot) => slot.insert(Arc::new(make())).clone(),
             Entry::Occupied(mut slot) => {
                 if slot.get().is_unlinked() || slot.get().kind != kind {
                     let mut fresh = make();
@@ -333,10 +327,6 @@ impl NodeTable {
             }
         };
         node.add_lookup(1);
-        // Outside the table's shard lock: the reaper takes these two locks the other way.
-        if created {
-            self.arrivals.push(ino);
-        }
         node
     }
 
@@ -349,12 +339,8 @@ impl NodeTable {
     pub fn insert_fresh(&self, ino: Ino, make: impl FnOnce() -> Node) -> Arc<Node> {
         use dashmap::mapref::entry::Entry;
         let mut fresh = make();
-        let mut created = false;
         let node = match self.nodes.entry(ino) {
-            Entry::Vacant(slot) => {
-                created = true;
-                slot.insert(Arc::new(fresh)).clone()
-            }
+            Entry::Vacant(slot) => slot.insert(Arc::new(fresh)).clone(),
             Entry::Occupied(mut slot) => {
                 let old = slot.get();
                 fresh.generation = old.generation.wrapping_add(1);
@@ -366,10 +352,6 @@ impl NodeTable {
             }
         };
         node.add_lookup(1);
-        // Outside the table's shard lock: the reaper takes these two locks the other way.
-        if created {
-            self.arrivals.push(ino);
-        }
         node
     }
 
@@ -385,6 +367,24 @@ impl NodeTable {
 
     pub fn len(&self) -> usize {
         self.nodes.len()
+    }
+
+    /// Up to `n` (parent, name) pairs of named nodes that `pick` accepts, in table order from
+    /// the `skip`th node on. Returned as owned values: no table lock is held once this returns.
+    pub fn some_names(
+        &self,
+        skip: usize,
+        n: usize,
+        pick: impl Fn(Ino) -> bool,
+    ) -> Vec<(Ino, Box<OsStr>)> {
+        self.nodes
+            .iter()
+            .skip(skip)
+            .filter(|e| pick(*e.key()))
+            .filter_map(|e| e.value().primary_alias())
+            .map(|a| (a.parent.ino, a.name))
+            .take(n)
+            .collect()
     }
 
     pub fn is_empty(&self) -> bool {

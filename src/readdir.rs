@@ -30,7 +30,7 @@ use crate::union::Union;
 use crate::whiteout::{self, EntryRole};
 
 /// Directories whose latest listing is kept, least recently used dropped first.
-const LISTINGS_KEPT: usize = 256;
+const LISTINGS_KEPT: usize = 64;
 
 /// One visible name of a merged directory.
 #[derive(Debug, Clone)]

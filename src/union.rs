@@ -29,7 +29,7 @@ use crate::whiteout;
 pub const NAME_MAX: usize = 255;
 
 /// Names in the path index.
-const INDEX_CAPACITY: usize = 8 * 1024;
+const INDEX_CAPACITY: usize = 6 * 1024;
 
 /// Directory fds kept open (the daemon raises its fd limit at start; see `sys::raise_fd_limit`).
 const DIR_FD_CAPACITY: usize = 1024;
