@@ -154,8 +154,8 @@ impl Union {
     /// Rung 4: owner, xattrs, origin record, mode, times, in that order (chown(2) drops
     /// `security.capability` and set-id bits, so xattrs and mode come after it; the record
     /// before the mode, which may forbid an unprivileged daemon to write xattrs; times last
-    /// because the other steps touch ctime only). Data still to be synced is synced here, or marked unsynced: then the copy's fd and
-    /// record come back for the syncer.
+    /// because the other steps touch ctime only). Data still to be synced is synced here, or
+    /// marked unsynced: then the copy's fd and record come back for the syncer.
     fn copy_metadata(
         &self,
         src: &Source<'_>,

@@ -462,9 +462,7 @@ impl Union {
             (true, true, true) => self.replace_dir_with_whiteout(dir, name),
             (true, true, false) => {
                 // The upper directory may still hold whiteouts: move it out whole, then clean.
-                let tmp = work.temp_name();
-                sys::rename_at(dir, name, work.fd.as_fd(), &tmp, sys::RenameFlags::empty())?;
-                remove_tree(work.fd.as_fd(), &tmp)
+                work.discard(dir, name)
             }
         }
     }

@@ -159,8 +159,10 @@ struct Shared {
 
 /// Background syncing of copy-ups (see the module doc).
 pub struct Durability {
-    /// `None`: every copy-up syncs inline (no boot id, or the mount asked for it).
-    boot_id: Option<Vec<u8>>,
+    /// This boot's id, read once: marks new copies, and judges marked copies found later.
+    this_boot: Option<Vec<u8>>,
+    /// Whether copies may defer their sync (the mount asked for it, and the syncer runs).
+    defers: bool,
     shared: Arc<Shared>,
     syncer: Mutex<Option<JoinHandle<()>>>,
 }
@@ -175,7 +177,7 @@ fn read_boot_id() -> Option<Vec<u8>> {
 impl Durability {
     /// `background`: whether copy-ups may defer their sync at all.
     pub fn new(background: bool, key: std::ffi::OsString) -> Durability {
-        let boot_id = if background { read_boot_id() } else { None };
+        let this_boot = read_boot_id();
         let delay_ms = std::env::var("UNIONFS_RS_SYNC_DELAY_MS")
             .ok()
             .and_then(|v| v.parse().ok())
@@ -188,15 +190,17 @@ impl Durability {
             synced_later: AtomicU64::new(0),
             synced_inline: AtomicU64::new(0),
         });
-        let syncer = boot_id.as_ref().and_then(|_| {
+        let syncer = (background && this_boot.is_some()).then(|| {
             let shared = shared.clone();
             std::thread::Builder::new()
                 .name("unionfs-syncer".into())
                 .spawn(move || shared.run())
                 .ok()
         });
+        let syncer = syncer.flatten();
         Durability {
-            boot_id: if syncer.is_some() { boot_id } else { None },
+            defers: syncer.is_some(),
+            this_boot,
             shared,
             syncer: Mutex::new(syncer),
         }
@@ -206,7 +210,7 @@ impl Durability {
     /// is the copy's final mode: unprivileged, the mark can only be cleared on a file the daemon
     /// may write.
     pub fn unsynced_mark(&self, mode: u32) -> Option<Vec<u8>> {
-        let boot = self.boot_id.as_ref()?;
+        let boot = self.this_boot.as_ref().filter(|_| self.defers)?;
         if sys::euid() != 0 && mode & 0o200 == 0 {
             return None;
         }
@@ -279,9 +283,8 @@ impl Durability {
 
     /// What to do with a marked upper file that no waiting copy accounts for.
     pub fn verdict(&self, record: &OriginRecord) -> Verdict {
-        let ours = read_boot_id();
-        match (&record.unsynced_boot, ours) {
-            (Some(theirs), Some(ours)) if *theirs == ours => Verdict::Keep,
+        match (&record.unsynced_boot, &self.this_boot) {
+            (Some(theirs), Some(ours)) if theirs == ours => Verdict::Keep,
             _ => Verdict::Discard,
         }
     }

@@ -279,7 +279,12 @@ impl Node {
 #[derive(Debug, Default)]
 pub struct NodeTable {
     nodes: DashMap<Ino, Arc<Node>>,
+    /// Nodes dropped since memory was last handed back (see `forget`).
+    dropped: std::sync::atomic::AtomicUsize,
 }
+
+/// Nodes dropped between two returns of free memory to the system (about 4 MB of nodes).
+const NODES_PER_TRIM: usize = 16 * 1024;
 
 impl NodeTable {
     pub fn get(&self, ino: Ino) -> SysResult<Arc<Node>> {
@@ -355,14 +360,28 @@ impl NodeTable {
         node
     }
 
-    /// The kernel dropped `n` references; the node goes when it has none left (then true).
-    pub fn forget(&self, ino: Ino, n: u64) -> bool {
-        if ino == ROOT_INO {
-            return false;
+    /// The kernel dropped `n` references; the node goes when it has none left.
+    ///
+    /// The table follows the kernel's inode cache; when the kernel lets go of many inodes
+    /// (memory pressure, `drop_caches`, the reaper), the freed nodes would stay in malloc's
+    /// arenas: every `NODES_PER_TRIM` dropped nodes the memory is handed back (`malloc_trim`),
+    /// so the daemon's RSS shrinks again too.
+    pub fn forget(&self, ino: Ino, n: u64) {
+        if ino == ROOT_INO
+            || self
+                .nodes
+                .remove_if(&ino, |_, node| node.forget(n))
+                .is_none()
+        {
+            return;
         }
-        self.nodes
-            .remove_if(&ino, |_, node| node.forget(n))
-            .is_some()
+        if self.dropped.fetch_add(1, Ordering::Relaxed) + 1 >= NODES_PER_TRIM {
+            self.dropped.store(0, Ordering::Relaxed);
+            // SAFETY: glibc's malloc_trim only releases free memory; no pointer is passed.
+            unsafe {
+                libc::malloc_trim(0);
+            }
+        }
     }
 
     pub fn len(&self) -> usize {

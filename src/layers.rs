@@ -56,6 +56,21 @@ impl WorkDir {
         OsString::from(format!("{TEMP_PREFIX}{}.{n}", std::process::id()))
     }
 
+    /// Moves `dir/name` (any object, a directory with its contents) in here under a fresh name
+    /// and removes it: the name is gone from `dir` in one atomic step, and the cleaning happens
+    /// out of sight.
+    pub fn discard(&self, dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<()> {
+        let tmp = self.temp_name();
+        sys::rename_at(
+            dir,
+            name,
+            self.fd.as_fd(),
+            &tmp,
+            sys::RenameFlags::NOREPLACE,
+        )?;
+        remove_tree(self.fd.as_fd(), &tmp)
+    }
+
     /// Removes leftovers of a previous run that died mid-operation (a crash mid-copy-up leaves
     /// only a temporary here, never a partial file under a real name).
     fn remove_stale(&self) -> SysResult<usize> {

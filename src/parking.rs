@@ -184,9 +184,7 @@ impl Union {
     /// The kernel dropped `n` references to node `ino`; once none is left, what was kept for
     /// it is let go.
     pub fn forget(&self, ino: Ino, n: u64) {
-        if self.nodes.forget(ino, n) {
-            self.memory.node_dropped();
-        }
+        self.nodes.forget(ino, n);
         if self.parking.count.load(Ordering::SeqCst) > 0 {
             self.release_if_forgotten(ino);
         }

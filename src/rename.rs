@@ -15,7 +15,6 @@ use std::sync::Arc;
 use crate::copy_up::CopyUpData;
 use crate::index::Cached;
 use crate::inode::Node;
-use crate::layers::remove_tree;
 use crate::lookup::{self, Resolved};
 use crate::sys::{self, Errno, RenameFlags, SysResult};
 use crate::union::Union;
@@ -168,9 +167,7 @@ impl Union {
         if let Some(st) = sys::stat_at_opt(dd, dst.name)? {
             let is_wh = whiteout::is_whiteout_stat(&st);
             if is_wh || (sys::is_dir_stat(&st) && dst.found.is_some()) {
-                let tmp = work.temp_name();
-                sys::rename_at(dd, dst.name, work.fd.as_fd(), &tmp, RenameFlags::empty())?;
-                remove_tree(work.fd.as_fd(), &tmp)?;
+                work.discard(dd, dst.name)?;
             }
         }
         if let Some(wh) = whiteout::oci_whiteout_name(dst.name.as_bytes()) {

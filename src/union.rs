@@ -70,33 +70,6 @@ pub struct Union {
     pub durability: Durability,
     /// Merged directories looked into once so far (see `dir_names`).
     first_lookups: FirstLookups,
-    /// Gives memory back to the system after the kernel forgets many nodes.
-    pub memory: MemoryReturn,
-}
-
-/// Nodes dropped between two returns of free memory to the system (about 4 MB of nodes).
-const NODES_PER_TRIM: usize = 16 * 1024;
-
-/// The daemon's memory follows the kernel's inode cache (a node per inode it holds); when the
-/// kernel lets go of many (memory pressure, `drop_caches`, an unmount of a walked tree), the
-/// freed memory would stay in malloc's arenas: every `NODES_PER_TRIM` dropped nodes it is
-/// handed back (`malloc_trim`), so the daemon's RSS shrinks again too.
-#[derive(Default)]
-pub struct MemoryReturn {
-    dropped: std::sync::atomic::AtomicUsize,
-}
-
-impl MemoryReturn {
-    pub fn node_dropped(&self) {
-        use std::sync::atomic::Ordering;
-        if self.dropped.fetch_add(1, Ordering::Relaxed) + 1 >= NODES_PER_TRIM {
-            self.dropped.store(0, Ordering::Relaxed);
-            // SAFETY: glibc's malloc_trim only releases free memory; no pointer is passed.
-            unsafe {
-                libc::malloc_trim(0);
-            }
-        }
-    }
 }
 
 /// Directories remembered by `FirstLookups` at most (then it starts over: the worst case is a
@@ -156,7 +129,6 @@ impl Union {
             ownership: Ownership::new(&config.fs),
             durability,
             first_lookups: FirstLookups::default(),
-            memory: MemoryReturn::default(),
         })
     }
 
@@ -281,19 +253,9 @@ impl Union {
             }
             Verdict::Discard => {
                 tracing::warn!(?name, "removing a copy-up left unsynced by a crash");
-                let work = self.stack.work()?;
-                let tmp = work.temp_name();
-                match sys::rename_at(
-                    dir.as_fd(),
-                    name,
-                    work.fd.as_fd(),
-                    &tmp,
-                    sys::RenameFlags::NOREPLACE,
-                ) {
-                    Ok(()) => {
-                        let _ = sys::unlink_at(work.fd.as_fd(), &tmp);
-                    }
-                    Err(Errno::NOENT) => {} // another lookup got there first
+                match self.stack.work()?.discard(dir.as_fd(), name) {
+                    // NOENT: another lookup got there first.
+                    Ok(()) | Err(Errno::NOENT) => {}
                     Err(e) => return Err(e),
                 }
                 self.index.changed(parent.ino, name);
