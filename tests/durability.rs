@@ -140,6 +140,33 @@ fn rename_and_link_settle_the_copy_first() {
     assert_eq!(fs::read(s.upper().join("moved")).unwrap(), with_tail(b"r"));
 }
 
+/// Writes through an `O_SYNC` open may bypass the daemon (passthrough), so opening a fresh copy
+/// that way settles it first.
+#[test]
+fn an_o_sync_open_settles_the_copy() {
+    if !require_root() {
+        return;
+    }
+    use std::os::unix::fs::OpenOptionsExt;
+    let s = Stack::new();
+    let d = s.mount(true, &[]);
+    drop(append(&s.merged().join("small"), b"a"));
+    assert!(s.is_marked("small"));
+    let mut f = OpenOptions::new()
+        .append(true)
+        .custom_flags(libc::O_SYNC)
+        .open(s.merged().join("small"))
+        .unwrap();
+    assert!(!s.is_marked("small"), "record: {:?}", s.record("small"));
+    f.write_all(b"b").unwrap();
+    drop(f);
+    assert_eq!(
+        fs::read(s.upper().join("small")).unwrap(),
+        b"lower small\nab"
+    );
+    drop(d);
+}
+
 #[test]
 fn unmount_syncs_what_is_left() {
     if !require_root() {
